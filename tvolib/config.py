@@ -36,10 +36,16 @@ class DataConfig:
     image_dir: str | None = str(SAMPLE_DIR / "images")  # <image_dir>/<IMGID>.<jpg|jpeg|png>
     dataset: str = "sample"                           # name used for caches and reports
     captions: str | None = str(SAMPLE_DIR / "captions.json")  # {IMGID: caption} (image stand-in)
+    # added by the VFO issue (tvolib/vfo/pipeline.py): used when no LLM endpoint / grounding weights
+    phrases: str | None = str(SAMPLE_DIR / "phrases.jsonl")   # {"imgid","phrases","source"} per line
+    boxes: str | None = str(SAMPLE_DIR / "objects.jsonl")     # drawn boxes, imported as "sample-ground-truth"
     cache_dir: str = "cache"                          # stage caches go to <cache_dir>/<dataset>/
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     max_length: int = 256                             # sub-tokens of the augmented input
+    kb: str | None = None                             # local knowledge base: a .sqlite file, or input files
+                                                      # (os.pathsep-separated) built into <dataset_cache>/kb.sqlite
+    knowledge_file: str | None = None                 # per-tweet knowledge JSONL (PGIM layout) for "tweet_files"
 
     @property
     def dataset_cache(self) -> Path:
@@ -68,6 +74,15 @@ class ModelConfig:
     lstm_hidden: int = 256                            # per direction
     dropout: float = 0.3
     vae_weight: float = 1e-3                          # lambda of Eq. 9
+    # CFF (added by the CFF issue; see tvolib/model.py)
+    cross_memory: str = "fused+null"                  # keys/values of section 4.3: "fused+null" | "fused"
+    # architecture: "tvomner" (transformer text encoder; visual="none" = encoder-BiLSTM-CRF) or the
+    # word-level baselines of Table 1 "bilstm_crf" | "cnn_bilstm_crf" (tvolib/baselines.py)
+    arch: str = "tvomner"
+    word_init: str = "encoder"                        # baselines: "encoder" (mean sub-token embedding) | "random"
+    word_dim: int = 100                               # baselines with word_init="random"
+    char_dim: int = 30                                # CNN-BiLSTM-CRF character embedding
+    char_filters: int = 50                            # CNN-BiLSTM-CRF filters (kernel 3, max-pool)
 
     ABLATIONS = {
         "full": {},
@@ -103,6 +118,13 @@ class TrainConfig:
     patience: int = 3                     # early stopping on valid F1
     device: str = "auto"                  # "auto" | "cpu" | "cuda"
     bf16: bool = True                     # autocast on GPU only
+    # added by the CFF issue (tvolib/train.py)
+    eval_batch_size: int = 64
+    num_threads: int | None = None        # torch.set_num_threads when set
+    resume: bool = True                   # continue from <output_dir>/last when it exists
+    progress: bool = True                 # tqdm bars
+    max_epoch_steps: int | None = None    # cap optimizer steps per epoch (smoke runs)
+    ddp_find_unused: bool = True          # DDP find_unused_parameters (ablations leave parts idle)
 
 
 def to_dict(cfg: Any) -> dict:

@@ -256,7 +256,7 @@ def statistics(ds: Dataset) -> dict[str, dict[str, int]]:
         row["Total entities"] = sum(c.values())
         row["Total tweets"] = len(tweets)
         row["Orphan I- (read as B-)"] = sum(len(tw.spans()) for tw in tweets) - row["Total entities"]
-        row["Images missing"] = sum(tw.image_status not in ("ok", "unchecked") for tw in tweets)
+        row["Images missing"] = sum(not tw.image_status.startswith(("ok", "unchecked")) for tw in tweets)
         table[s] = row
     return table
 
@@ -269,3 +269,33 @@ def statistics_markdown(ds: Dataset) -> str:
     lines = [f"| {ds.name} | " + " | ".join(splits) + " |", "|---|" + "---:|" * len(splits)]
     lines += [f"| {r} | " + " | ".join(str(st[s][r]) for s in splits) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def load_captions(path: str | Path | None) -> dict[str, str]:
+    """``{IMGID: caption}`` from a JSON object file (the BLIP-2 files) or JSONL of
+    ``{"imgid", "caption"}``; an empty dict when ``path`` is None."""
+    import json
+    if path is None:
+        return {}
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: captions file not found")
+    text = path.read_text(encoding="utf-8-sig")
+    if path.suffix == ".jsonl":
+        out = {}
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                out[str(rec["imgid"])] = str(rec["caption"])
+            except (ValueError, KeyError, TypeError) as e:
+                raise DataFormatError(path, lineno, f"expected {{'imgid', 'caption'}} ({e})") from None
+        return out
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataFormatError(path, e.lineno, f"invalid JSON: {e.msg}") from None
+    if not isinstance(data, dict):
+        raise DataFormatError(path, 1, "expected a JSON object {IMGID: caption}")
+    return {str(k): str(v) for k, v in data.items()}

@@ -62,6 +62,8 @@ def load_image(path: str | Path | None) -> tuple[Image.Image | None, str]:
                 mode = im.mode
                 if mode == "RGB":
                     rgb = im.copy()
+                elif mode == "P" and "transparency" not in im.info:
+                    rgb = im.convert("RGB")   # a palette PNG is plain RGB, stored compactly
                 elif mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
                     rgba = im.convert("RGBA")
                     rgb = Image.new("RGB", rgba.size, (255, 255, 255))

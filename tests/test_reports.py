@@ -1,0 +1,75 @@
+import json
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from tvolib import reports
+
+REPO = reports.REPO
+
+
+def make_nb(path, source_cells, params="x = 1\nseed = 0"):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]})] + \
+        [nbformat.v4.new_code_cell(s) for s in source_cells]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(path))
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "tvolib.reports", *args], capture_output=True,
+                          text=True, cwd=REPO, timeout=300)
+
+
+@pytest.mark.slow
+def test_data_notebook_report(tmp_path):
+    r = run_cli("--only", "01", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    for ext in ("ipynb", "html", "json"):
+        assert (tmp_path / f"01_data.{ext}").exists()
+    meta = json.loads((tmp_path / "01_data.json").read_text())
+    assert meta["status"] == "ok" and meta["seed"] == 42
+    assert meta["packages"]["torch"] and "commit" in meta["git"]
+    assert set(meta["data_checksums"]) >= {"data_dir/train.txt", "data_dir/test.txt", "captions"}
+    nb = nbformat.read(str(tmp_path / "01_data.ipynb"), as_version=4)
+    text = json.dumps([c.get("outputs") for c in nb.cells if c.cell_type == "code"])
+    assert "| PER |" in text and "image/png" in text
+
+
+def test_failing_notebook_names_notebook_and_cell(tmp_path):
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    make_nb(nbs / "01_ok.ipynb", ["print(x)"])
+    make_nb(nbs / "02_bad.ipynb", ["y = 2", "raise ValueError('boom ' + str(x))"])
+    make_nb(nbs / "03_never.ipynb", ["print('never')"])
+    r = run_cli("--notebooks", str(nbs), "--out", str(tmp_path / "out"), "-p", "x=5")
+    assert r.returncode == 1
+    assert "02_bad.ipynb: cell 3 (`raise ValueError" in r.stderr and "ValueError: boom 5" in r.stderr
+    assert (tmp_path / "out" / "02_bad.ipynb").exists()           # partial copy kept
+    assert not (tmp_path / "out" / "03_never.ipynb").exists()     # the run stopped
+    assert json.loads((tmp_path / "out" / "02_bad.json").read_text())["status"] == "failed"
+
+
+def test_params_file_sections_and_cli_precedence(tmp_path):
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    make_nb(nbs / "01_a.ipynb", ["print('x =', x)"])
+    pf = tmp_path / "p.yaml"
+    pf.write_text("x: 2\nunknown: 3\n01_a:\n  seed: 7\n")
+    nb = nbs / "01_a.ipynb"
+    assert reports.params_for(nb, reports.load_params_file(pf), {}) == {"x": 2, "seed": 7}
+    assert reports.params_for(nb, reports.load_params_file(pf), {"x": 9})["x"] == 9
+
+
+def test_secrets_are_refused():
+    with pytest.raises(SystemExit, match="OPENAI_API_KEY"):
+        reports.check_no_secrets({"openai_api_key": "sk-abc"}, "02_x.ipynb")
+    reports.check_no_secrets({"api_key": None, "data_dir": "x"}, "02_x.ipynb")
+
+
+def test_parse_value():
+    assert reports.parse_value("None") is None and reports.parse_value("3") == 3
+    assert reports.parse_value("../shared/data/twitter2015") == "../shared/data/twitter2015"
+    assert reports.parse_value("true") is True

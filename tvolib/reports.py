@@ -1,0 +1,287 @@
+"""Run the numbered notebooks headlessly with papermill and write reproducible reports.
+
+    python -m tvolib.reports                       # every notebooks/NN_*.ipynb on the sample
+    python -m tvolib.reports --only 01 03          # a subset (by number or name)
+    python -m tvolib.reports -p data_dir=../shared/data/twitter2015 -p dataset=twitter2015 \
+        -p image_dir=None -p captions=../shared/data/captions/blip2_twitter2015.json
+    python -m tvolib.reports --params params/twitter2017.yaml --out reports/twitter2017
+
+For each notebook ``NN_name.ipynb`` the output folder gets ``NN_name.ipynb`` (executed),
+``NN_name.html`` and ``NN_name.json`` (parameters, seed, package versions, git commit, data
+checksums, wall time). A parameters file is YAML or JSON: top-level keys apply to every notebook
+that declares them, and a key named after a notebook (``01_data:``) holds values for that one
+only. A value given on the command line wins. A parameter is only passed to a notebook whose
+``parameters`` cell declares it.
+
+A failing notebook stops the run with exit status 1 and a message naming the notebook and the
+cell; its partly executed copy is kept for inspection. API keys are never parameters: they are
+read from the environment by the code that needs them, so they never reach a notebook or report.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from .cache import atomic_write_json, atomic_write_text
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGES = ("tvolib", "torch", "torchvision", "transformers", "timm", "pytorch-crf", "seqeval",
+            "papermill", "numpy", "pillow", "safetensors", "openai", "wikipedia", "matplotlib")
+SECRET_NAME = re.compile(r"(api[_-]?key|secret|token|password)", re.I)
+DATA_FILES = ("train.txt", "valid.txt", "test.txt")
+
+
+class NotebookFailed(RuntimeError):
+    pass
+
+
+def find_notebooks(folder: str | Path, only: list[str] | None = None) -> list[Path]:
+    nbs = sorted(p for p in Path(folder).glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        keep = [p for p in nbs if any(p.stem == o or p.stem.startswith(f"{o}_") or p.name == o
+                                      for o in only)]
+        unknown = [o for o in only if not any(p.stem == o or p.stem.startswith(f"{o}_") or p.name == o
+                                             for p in nbs)]
+        if unknown:
+            raise SystemExit(f"no notebook matches {unknown} in {folder}; have {[p.stem for p in nbs]}")
+        nbs = keep
+    if not nbs:
+        raise SystemExit(f"no numbered notebooks (NN_name.ipynb) in {folder}")
+    return nbs
+
+
+def parse_value(text: str):
+    """``-p key=value`` values: Python/JSON literals (None, 3, 0.5, [1,2], "x"), else a string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        low = text.lower()
+        if low in ("null", "none"):
+            return None
+        if low in ("true", "false"):
+            return low == "true"
+        return text
+
+
+def load_params_file(path: str | Path) -> dict:
+    path = Path(path)
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise SystemExit(f"{path}: invalid YAML: {e}") from None
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise SystemExit(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
+    if not isinstance(data, dict):
+        raise SystemExit(f"{path}: expected a mapping of parameter names to values")
+    return data
+
+
+def declared_parameters(nb_path: Path) -> dict:
+    import papermill as pm
+    return pm.inspect_notebook(str(nb_path))
+
+
+def check_no_secrets(params: dict, where: str) -> None:
+    for k, v in params.items():
+        if SECRET_NAME.search(k) and v not in (None, "", False):
+            raise SystemExit(f"{where}: parameter {k!r} looks like a secret; API keys are read from "
+                             f"the environment (e.g. OPENAI_API_KEY) and never passed as parameters")
+
+
+def params_for(nb: Path, file_params: dict, cli_params: dict) -> dict:
+    declared = declared_parameters(nb)
+    merged = {k: v for k, v in file_params.items() if not isinstance(v, dict) or k in declared}
+    merged.update(file_params.get(nb.stem, {}) if isinstance(file_params.get(nb.stem), dict) else {})
+    merged.update(cli_params)
+    chosen = {k: v for k, v in merged.items() if k in declared}
+    check_no_secrets(chosen, nb.name)
+    return chosen
+
+
+def git_commit() -> dict:
+    def run(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
+                                  timeout=10).stdout.strip()
+        except Exception:
+            return ""
+    return {"commit": run("rev-parse", "HEAD") or None,
+            "dirty": bool(run("status", "--porcelain", "--untracked-files=no"))}
+
+
+def package_versions() -> dict:
+    out = {"python": platform.python_version()}
+    for p in PACKAGES:
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            out[p] = None
+    return out
+
+
+def data_checksums(params: dict, cwd: Path) -> dict:
+    """sha256 of the benchmark files and side files a run's parameters point at."""
+    from .data import file_sha256
+    sums = {}
+    for k, v in params.items():
+        if not isinstance(v, str) or not v or k in ("cache_dir", "output_dir", "out_dir"):
+            continue
+        p = Path(v) if Path(v).is_absolute() else cwd / v
+        if p.is_dir():
+            for name in DATA_FILES:
+                if (p / name).is_file():
+                    sums[f"{k}/{name}"] = file_sha256(p / name)
+        elif p.is_file() and p.stat().st_size < 2 << 30:
+            sums[k] = file_sha256(p)
+    return sums
+
+
+def default_parameters(nb: Path) -> dict:
+    return {k: parse_value(v["default"]) if isinstance(v.get("default"), str) else v.get("default")
+            for k, v in declared_parameters(nb).items()}
+
+
+def html_export(executed: Path, html: Path) -> None:
+    import nbformat
+    from nbconvert import HTMLExporter
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(str(executed), as_version=4))
+    atomic_write_text(html, body)
+
+
+def kernel_name() -> str:
+    """The project's kernel when installed (``make`` installs it), else this interpreter's."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+    try:
+        spec = KernelSpecManager().get_kernel_spec("tvomner")
+        if Path(spec.argv[0]).exists():
+            return "tvomner"
+    except NoSuchKernel:
+        pass
+    return "python3"
+
+
+def _describe_cell(executed: Path, index: int) -> str:
+    """'cell 3 (`first line`)': 1-based position in the SOURCE notebook of the cell that raised
+    (papermill's injected-parameters and error-banner cells are not counted)."""
+    import nbformat
+    try:
+        cells = [c for c in nbformat.read(str(executed), as_version=4).cells
+                 if not {"injected-parameters", "papermill-error-cell-tag"} & set(c.metadata.get("tags", []))]
+        pos = next(i for i, c in enumerate(cells) if c.cell_type == "code"
+                   and any(o.get("output_type") == "error" for o in c.get("outputs", [])))
+        first = next((l for l in cells[pos].source.splitlines() if l.strip()), "")
+        return f"cell {pos + 1} (`{first[:60]}`)"
+    except Exception:
+        return f"cell index {index}"
+
+
+def run_notebook(nb: Path, out_dir: Path, params: dict, cwd: Path, kernel: str | None = None,
+                 timeout: int | None = None) -> dict:
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+    out_dir.mkdir(parents=True, exist_ok=True)
+    executed = out_dir / nb.name
+    t0 = time.time()
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    error = None
+    try:
+        pm.execute_notebook(str(nb), str(executed), parameters=params, cwd=str(cwd),
+                            kernel_name=kernel or kernel_name(), progress_bar=False,
+                            execution_timeout=timeout, report_mode=False)
+    except PapermillExecutionError as e:
+        error = f"{nb.name}: {_describe_cell(executed, e.cell_index)} raised {e.ename}: {e.evalue}"
+    except Exception as e:  # kernel died, timeout, bad notebook
+        error = f"{nb.name}: {type(e).__name__}: {str(e)[:500]}"
+    wall = time.time() - t0
+    effective = {**default_parameters(nb), **params}
+    record = {
+        "notebook": str(nb.relative_to(REPO) if nb.is_relative_to(REPO) else nb),
+        "executed": executed.name, "html": nb.stem + ".html",
+        "status": "failed" if error else "ok", "error": error,
+        "started": started, "wall_seconds": round(wall, 2),
+        "parameters": effective, "parameters_overridden": sorted(params),
+        "seed": effective.get("seed"),
+        "git": git_commit(), "packages": package_versions(),
+        "data_checksums": data_checksums(effective, cwd),
+        "platform": platform.platform(), "command": " ".join(sys.argv),
+    }
+    check_no_secrets(effective, nb.name)
+    if executed.exists():
+        try:
+            html_export(executed, out_dir / (nb.stem + ".html"))
+        except Exception as e:  # an HTML failure must not hide the notebook's own result
+            record["html_error"] = f"{type(e).__name__}: {e}"
+    atomic_write_json(out_dir / (nb.stem + ".json"), record)
+    if error:
+        raise NotebookFailed(error)
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tvolib.reports", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--notebooks", default=str(REPO / "notebooks"), help="folder of NN_name.ipynb")
+    ap.add_argument("--out", default=str(REPO / "reports"), help="where executed copies go")
+    ap.add_argument("--only", nargs="*", help="notebook numbers or names, e.g. 01 03_visual_features")
+    ap.add_argument("--params", help="YAML/JSON file of parameters")
+    ap.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                    help="a parameter for every notebook that declares it (repeatable)")
+    ap.add_argument("--cwd", default=str(REPO), help="working directory of the kernels (repo root)")
+    ap.add_argument("--kernel", default=None, help="Jupyter kernel (default: tvomner, else python3)")
+    ap.add_argument("--timeout", type=int, default=None, help="seconds per cell")
+    args = ap.parse_args(argv)
+
+    cli = {}
+    for item in args.param:
+        if "=" not in item:
+            ap.error(f"-p expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        cli[k.strip()] = parse_value(v)
+    file_params = load_params_file(args.params) if args.params else {}
+    nbs = find_notebooks(args.notebooks, args.only)
+    used = set()
+    plans = []
+    for nb in nbs:
+        p = params_for(nb, file_params, cli)
+        used |= set(p)
+        plans.append((nb, p))
+    unused = set(cli) - used
+    if unused:
+        print(f"warning: no notebook declares {sorted(unused)}", file=sys.stderr)
+    out = Path(args.out)
+    summary = []
+    for nb, p in plans:
+        print(f"[reports] {nb.name} {json.dumps(p, default=str) if p else ''}", flush=True)
+        try:
+            rec = run_notebook(nb, out, p, Path(args.cwd), args.kernel, args.timeout)
+        except NotebookFailed as e:
+            print(f"[reports] FAILED {e}\n[reports] partial output: {out / nb.name}", file=sys.stderr)
+            return 1
+        summary.append(rec)
+        print(f"[reports] ok {nb.name} in {rec['wall_seconds']:.1f}s -> {out / nb.name}", flush=True)
+    lines = ["| notebook | status | seconds | parameters |", "|---|---|---:|---|"]
+    for r in summary:
+        over = ", ".join(f"{k}={r['parameters'][k]}" for k in r["parameters_overridden"])
+        lines.append(f"| [{r['executed']}]({r['html']}) | {r['status']} | {r['wall_seconds']:.1f} | {over} |")
+    atomic_write_text(out / "SUMMARY.md", "# Report run\n\n" + "\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
