@@ -15,10 +15,15 @@ TYPE_COLOURS = {"PER": "#e45756", "LOC": "#54a24b", "ORG": "#4c78a8", "MISC": "#
 def plot_lengths(ds: Dataset, ax=None):
     """Histogram of tweet length (tokens) per split."""
     import matplotlib.pyplot as plt
+    import numpy as np
     ax = ax or plt.subplots(figsize=(6, 3.2))[1]
-    for split, tweets in ds.splits.items():
-        ax.hist([len(t.tokens) for t in tweets], bins=30, alpha=0.55, label=f"{split} ({len(tweets)})")
-    ax.set(xlabel="tokens per tweet", ylabel="tweets", title=f"{ds.name}: tweet length")
+    lengths = {s: [len(t.tokens) for t in tw] for s, tw in ds.splits.items()}
+    top = max(max(v, default=1) for v in lengths.values())
+    bins = np.arange(0.5, top + 1.5, max(1, top // 30))
+    for split, ls in lengths.items():
+        ax.hist(ls, bins=bins, histtype="step", linewidth=1.8, density=True,
+                label=f"{split} ({len(ls)} tweets, mean {np.mean(ls):.1f})")
+    ax.set(xlabel="tokens per tweet", ylabel="share of tweets", title=f"{ds.name}: tweet length")
     ax.legend()
     return ax
 
