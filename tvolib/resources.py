@@ -122,6 +122,22 @@ def efficientnet_lite0_state_dict():
     return out
 
 
+def timm_weights_cached(name: str) -> bool:
+    """Whether timm's pretrained weights for ``name`` are in the local Hugging Face cache (no
+    network is touched)."""
+    try:
+        import timm
+        from huggingface_hub import try_to_load_from_cache
+        cfg = timm.models.get_pretrained_cfg(name)
+        hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+        if not hub_id:
+            return False
+        return any(isinstance(try_to_load_from_cache(hub_id, f), str)
+                   for f in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"))
+    except Exception:
+        return False
+
+
 def create_image_encoder(name: str, weights: str | None = None, allow_random: bool = False,
                          num_classes: int = 0):
     """A timm model with its weights; ``num_classes=0`` returns pooled features.
@@ -153,13 +169,11 @@ def create_image_encoder(name: str, weights: str | None = None, allow_random: bo
         model.load_state_dict(efficientnet_lite0_state_dict())
         model.reset_classifier(num_classes)
         return model.eval()
-    try:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if timm_weights_cached(name):   # decided locally: timm would otherwise retry the network
         return timm.create_model(name, pretrained=True, num_classes=num_classes).eval()
-    except Exception as e:
-        if allow_random:
-            return timm.create_model(name, pretrained=False, num_classes=num_classes).eval()
-        raise ResourceMissing(
-            f"no weights for image encoder {name!r} on this machine ({type(e).__name__}). Pass "
-            f"image_weights=<local file>, put the timm weights in the HF cache, or use the offline "
-            f"default 'efficientnet_lite0'.") from None
+    if allow_random:
+        return timm.create_model(name, pretrained=False, num_classes=num_classes).eval()
+    raise ResourceMissing(
+        f"no weights for image encoder {name!r} on this machine. Pass image_weights=<local file>, "
+        f"put timm's weights in the local Hugging Face cache, or use the offline default "
+        f"'efficientnet_lite0'.")

@@ -1,0 +1,472 @@
+"""Captions and entity-object referring expressions from an LLM, through the ``openai`` client
+(section 4.2 "Entity Object-Level Visual Features", Appendix A).
+
+Any OpenAI-compatible chat-completions endpoint works: GPT-4o, vLLM, Ollama, a llama.cpp server.
+Configuration comes from the environment only (``LLMConfig.from_env``):
+
+=============================  ==========================================================
+``TVOMNER_LLM_BASE_URL``       e.g. ``http://localhost:8000/v1`` (vLLM), ``https://api.openai.com/v1``
+``TVOMNER_LLM_MODEL``          model for the entity-object prompt (e.g. ``gpt-4o``)
+``TVOMNER_LLM_CAPTION_MODEL``  vision model for captions (default: ``TVOMNER_LLM_MODEL``)
+``OPENAI_API_KEY``             the key (local servers accept any value; ``no-key`` is sent then)
+``TVOMNER_LLM_CONCURRENCY``    parallel requests (default 4)
+=============================  ==========================================================
+
+Robustness: every request is retried with exponential backoff and jitter on 429 (honouring
+``Retry-After``), 5xx, timeouts, connection errors and unreadable response bodies; an answer that
+cannot be parsed is asked again (``parse_retries``). Requests run in a thread pool of
+``concurrency`` workers. Every finished record is appended to a JSONL cache (``JsonlCache``: one
+line per record, flushed and fsync'ed) **by the worker that finished it**, so a run interrupted at
+any point (Ctrl-C, kill -9, a crash) resumes where it stopped: finished records are neither lost
+nor requested again, and a record whose line was torn by the kill is recomputed. Each record
+carries its provenance: source, model, endpoint host, prompt hash, token counts, attempts, raw
+answer.
+"""
+from __future__ import annotations
+
+import ast
+import base64
+import io
+import json
+import os
+import random
+import re
+import threading
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlparse
+
+from ..cache import JsonlCache, stable_hash
+from ..resources import ResourceMissing
+
+# ---------------------------------------------------------------- Appendix A prompts (verbatim)
+# "#I is the visual embeddings of the given image": over the chat API the image is sent as a data
+# URL content part placed between <Img> and </Img>.
+CAPTION_PROMPT = ("You are an AI assistant that excels at image captioning. <Img> #I </Img> "
+                  "describe this picture in detail.")
+
+ENTITY_OBJECT_PROMPT = """Given a sentence and the description of its corresponding image. Text content and image content may be relevant or irrelevant. Output the entities along with their attribute on the picture that may be relevant to entities appearing in the text. Do not output entities in the image description that are not relevant to the text.
+
+Note: Output common objects and group them into general categories that are not duplicated, merging essentially similar entities. Avoid extracting abstract or non-specific entities.
+
+Examples:
+
+Text: Some used to say Steph Curry was "too small" and "too frail" to play in the NBA. They were wrong.
+
+Caption: "The image shows a basketball player wearing a white Golden State Warriors jersey with blue and yellow accents. The jersey prominently displays the number 30 and the team logo, a bridge enclosed in a circle. The player is clenching their fists in front of their chest, showcasing muscular arms. The background is a blurred arena filled with fans and ambient lights, hinting at a game or event in progress. The jersey also features an NBA logo near the left shoulder. The player's confident stance suggests they may have just made a significant play".
+
+Outputs: ["basketball player celebrating a basket", "'Golden State Warriors' logo on the jersey", "NBA logo on the jersey"]
+
+Text: #T
+Caption: #C
+Outputs:"""
+
+CAPTION_PROMPT_HASH = stable_hash(CAPTION_PROMPT)
+ENTITY_OBJECT_PROMPT_HASH = stable_hash(ENTITY_OBJECT_PROMPT)
+
+
+def entity_object_prompt(text: str, caption: str) -> str:
+    """Appendix A's entity-object prompt with ``#T`` (tweet) and ``#C`` (caption) filled in."""
+    return ENTITY_OBJECT_PROMPT.replace("#T", text).replace("#C", caption)
+
+
+def image_data_url(image_or_path, fmt: str = "PNG", max_side: int = 1024) -> str:
+    """An image (PIL or path) as a ``data:image/...;base64,`` URL (downscaled to ``max_side``)."""
+    from PIL import Image
+    im = image_or_path if isinstance(image_or_path, Image.Image) else Image.open(image_or_path)
+    im = im.convert("RGB")
+    if max(im.size) > max_side:
+        im.thumbnail((max_side, max_side))
+    buf = io.BytesIO()
+    im.save(buf, format=fmt)
+    return f"data:image/{fmt.lower()};base64,{base64.b64encode(buf.getvalue()).decode()}"
+
+
+def caption_messages(image_or_path) -> list[dict]:
+    before, after = CAPTION_PROMPT.split("#I")
+    return [{"role": "user", "content": [
+        {"type": "text", "text": before.rstrip()},
+        {"type": "image_url", "image_url": {"url": image_data_url(image_or_path)}},
+        {"type": "text", "text": after.strip()}]}]
+
+
+def phrase_messages(text: str, caption: str) -> list[dict]:
+    return [{"role": "user", "content": entity_object_prompt(text, caption)}]
+
+
+# ---------------------------------------------------------------- parsing
+class ParseError(ValueError):
+    """An LLM answer with no recognisable list of phrases."""
+
+
+_EMPTY_ANSWERS = re.compile(r"^\W*(none|nothing|no (relevant )?(entities|objects)( found)?|n/?a|"
+                            r"empty( list)?|\[\s*\])\W*$", re.I)
+_BULLET = re.compile(r"^\s*(?:[-*•‣◦]|\d+[.)]|\(\d+\))\s+(.+?)\s*$")
+
+
+def _clean(item) -> list[str]:
+    if isinstance(item, str):
+        s = item.strip().strip('"“”').strip().rstrip(".,;").strip()
+        return [s] if s else []
+    if isinstance(item, dict):   # {"entity": ..., "attribute": ...} and similar
+        vals = [v for k, v in item.items() if isinstance(v, str) and v.strip()]
+        return [" ".join(v.strip() for v in vals)] if vals else []
+    if isinstance(item, (list, tuple)):
+        return [s for x in item for s in _clean(x)]
+    return []
+
+
+def _try_list(s: str):
+    for loader in (json.loads, ast.literal_eval):
+        try:
+            v = loader(s)
+        except Exception:
+            continue
+        if isinstance(v, (list, tuple)):
+            return list(v)
+        if isinstance(v, dict):   # {"outputs": [...]} / {"entities": [...]}
+            for val in v.values():
+                if isinstance(val, list):
+                    return val
+    return None
+
+
+def parse_phrases(answer: str) -> list[str]:
+    """The phrases of an LLM answer: a JSON list, a Python list, a fenced code block, a JSON object
+    holding a list, bullets or numbered lines, or quoted strings. ``[]`` / "None" is a valid answer
+    (the image is unrelated to the text). Raises ``ParseError`` when nothing is recognisable."""
+    if answer is None:
+        raise ParseError("empty answer")
+    s = re.sub(r"<think>.*?</think>", "", str(answer), flags=re.S).strip()
+    if "Outputs:" in s:
+        s = s.rsplit("Outputs:", 1)[1].strip()
+    fence = re.search(r"```(?:json|python)?\s*(.*?)```", s, flags=re.S)
+    if fence:
+        s = fence.group(1).strip()
+    if not s:
+        raise ParseError("empty answer")
+    if _EMPTY_ANSWERS.match(s):
+        return []
+    out = None
+    v = _try_list(s)
+    if v is not None:
+        out = v
+    else:   # a list somewhere inside prose: from each '[' to each later ']' (longest first)
+        starts = [m.start() for m in re.finditer(r"[\[{]", s)]
+        ends = [m.end() for m in re.finditer(r"[\]}]", s)][::-1]
+        for i in starts:
+            for j in ends:
+                if j > i and (v := _try_list(s[i:j])) is not None:
+                    out = v
+                    break
+            if out is not None:
+                break
+    if out is None:
+        bullets = [m.group(1) for line in s.splitlines() if (m := _BULLET.match(line))]
+        if bullets:
+            out = bullets
+    if out is None:
+        quoted = re.findall(r'"([^"\n]{2,200})"', s)
+        if quoted:
+            out = quoted
+    if out is None:
+        raise ParseError(f"no list in answer: {s[:120]!r}")
+    seen, phrases = set(), []
+    for p in _clean(out):
+        p = " ".join(p.split())[:200]
+        if p and p.lower() not in seen:
+            seen.add(p.lower())
+            phrases.append(p)
+    return phrases
+
+
+def parse_caption(answer: str) -> str:
+    s = re.sub(r"<think>.*?</think>", "", str(answer or ""), flags=re.S).strip()
+    if not s:
+        raise ParseError("empty caption")
+    return " ".join(s.split())
+
+
+# ---------------------------------------------------------------- client
+@dataclass
+class LLMConfig:
+    base_url: str | None = None
+    model: str | None = None
+    caption_model: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    concurrency: int = 4
+    max_retries: int = 6            # per request, for 429 / 5xx / timeouts / bad bodies
+    parse_retries: int = 2          # extra requests when the answer cannot be parsed
+    backoff: float = 1.0            # seconds, doubled each retry (with jitter), capped:
+    max_backoff: float = 30.0
+    timeout: float = 60.0           # seconds per request
+    temperature: float = 0.0
+    max_tokens: int = 256
+
+    @classmethod
+    def from_env(cls, **overrides) -> "LLMConfig":
+        env = os.environ
+        cfg = cls(base_url=env.get("TVOMNER_LLM_BASE_URL") or None,
+                  model=env.get("TVOMNER_LLM_MODEL") or None,
+                  caption_model=env.get("TVOMNER_LLM_CAPTION_MODEL") or None,
+                  api_key=env.get("OPENAI_API_KEY") or None,
+                  concurrency=int(env.get("TVOMNER_LLM_CONCURRENCY", 4)))
+        for k, v in overrides.items():
+            setattr(cfg, k, v)
+        return cfg
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.base_url and self.model)
+
+
+@dataclass
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    attempts: int
+
+
+class LLMError(RuntimeError):
+    """A request that still failed after all retries (the run can simply be repeated)."""
+
+
+class LLMClient:
+    """``chat(messages) -> Completion`` over ``openai.OpenAI`` with retries and backoff."""
+
+    def __init__(self, cfg: LLMConfig):
+        if not cfg.configured:
+            raise ResourceMissing("no LLM endpoint: set TVOMNER_LLM_BASE_URL (an OpenAI-compatible "
+                                  "/v1 URL: GPT-4o, vLLM, Ollama, llama.cpp) and TVOMNER_LLM_MODEL, "
+                                  "and OPENAI_API_KEY when the endpoint needs one")
+        from openai import OpenAI
+        self.cfg = cfg
+        # the client's own retries are off: ours count attempts and honour Retry-After
+        self.client = OpenAI(base_url=cfg.base_url, api_key=cfg.api_key or "no-key",
+                             max_retries=0, timeout=cfg.timeout)
+        self.endpoint = urlparse(cfg.base_url).netloc or cfg.base_url
+        self.retries = 0            # total retried requests (for reports)
+        self._lock = threading.Lock()
+
+    def _delay(self, attempt: int, retry_after: str | None) -> float:
+        if retry_after:
+            try:
+                return min(float(retry_after), self.cfg.max_backoff)
+            except ValueError:
+                pass
+        base = min(self.cfg.max_backoff, self.cfg.backoff * 2 ** attempt)
+        return base * (0.5 + random.random() / 2)
+
+    def chat(self, messages: list[dict], model: str | None = None) -> Completion:
+        import openai
+        model = model or self.cfg.model
+        last = None
+        for attempt in range(self.cfg.max_retries + 1):
+            retry_after = None
+            try:
+                r = self.client.chat.completions.create(model=model, messages=messages,
+                                                        temperature=self.cfg.temperature,
+                                                        max_tokens=self.cfg.max_tokens)
+                if not getattr(r, "choices", None):
+                    raise LLMError(f"answer without choices: {str(r)[:120]}")
+                text = r.choices[0].message.content or ""
+                u = getattr(r, "usage", None)
+                return Completion(text=text, prompt_tokens=int(getattr(u, "prompt_tokens", 0) or 0),
+                                  completion_tokens=int(getattr(u, "completion_tokens", 0) or 0),
+                                  attempts=attempt + 1)
+            except openai.APIStatusError as e:   # HTTP error answers
+                if e.status_code != 429 and e.status_code < 500 and e.status_code != 408:
+                    raise LLMError(f"{self.endpoint}: HTTP {e.status_code} {str(e)[:200]} "
+                                   f"(not retried: fix the request, key or model name)") from None
+                retry_after = e.response.headers.get("retry-after") if e.response is not None else None
+                last = e
+            except (openai.APITimeoutError, openai.APIConnectionError, openai.APIResponseValidationError,
+                    json.JSONDecodeError, LLMError) as e:
+                last = e
+            except Exception as e:   # an unreadable 200 body raises various errors in the client
+                if type(e).__module__.startswith("openai") or isinstance(e, (ValueError, TypeError)):
+                    last = e
+                else:
+                    raise
+            with self._lock:
+                self.retries += 1
+            if attempt < self.cfg.max_retries:
+                time.sleep(self._delay(attempt, retry_after))
+        raise LLMError(f"{self.endpoint}: gave up after {self.cfg.max_retries + 1} attempts: "
+                       f"{type(last).__name__}: {str(last)[:200]}")
+
+
+# ---------------------------------------------------------------- cached runs
+@dataclass
+class RunSummary:
+    total: int = 0
+    cached: int = 0
+    computed: int = 0
+    failed: dict = field(default_factory=dict)     # key -> reason (retried on the next run)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    requests: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["failed"] = len(self.failed)
+        return d
+
+
+def _run_cached(keys: list[str], cache: JsonlCache, make_messages: Callable[[str], list[dict]],
+                parse: Callable[[str], object], make_record: Callable[[str, object, Completion], dict],
+                client: LLMClient, model: str, stale: Callable[[dict], bool], progress: bool,
+                desc: str) -> RunSummary:
+    t0 = time.perf_counter()
+    todo = [k for k in dict.fromkeys(keys) if k not in cache or stale(cache[k])]
+    summ = RunSummary(total=len(set(keys)), cached=len(set(keys)) - len(todo))
+    lock = threading.Lock()
+
+    def work(k: str) -> None:
+        msgs = make_messages(k)
+        p_tok = c_tok = attempts = 0
+        for _ in range(client.cfg.parse_retries + 1):
+            comp = client.chat(msgs, model=model)
+            p_tok += comp.prompt_tokens
+            c_tok += comp.completion_tokens
+            attempts += comp.attempts
+            try:
+                value = parse(comp.text)
+            except ParseError as e:
+                err = e
+                continue
+            comp = Completion(comp.text, p_tok, c_tok, attempts)
+            cache.append(make_record(k, value, comp))      # durable before anything else
+            with lock:
+                summ.computed += 1
+                summ.prompt_tokens += p_tok
+                summ.completion_tokens += c_tok
+                summ.requests += attempts
+            return
+        with lock:
+            summ.prompt_tokens += p_tok
+            summ.completion_tokens += c_tok
+            summ.requests += attempts
+        raise LLMError(f"unparseable answer after {client.cfg.parse_retries + 1} tries: {err}")
+
+    bar = None
+    if progress and todo:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(todo), desc=desc)
+    pool = ThreadPoolExecutor(max_workers=max(1, client.cfg.concurrency))
+    try:
+        futs = {pool.submit(work, k): k for k in todo}
+        for f in as_completed(futs):
+            try:
+                f.result()
+            except LLMError as e:
+                summ.failed[futs[f]] = str(e)
+            if bar:
+                bar.update(1)
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)   # finished records are already on disk
+        raise
+    finally:
+        pool.shutdown(wait=True)
+        if bar:
+            bar.close()
+    summ.seconds = round(time.perf_counter() - t0, 3)
+    if summ.failed:
+        warnings.warn(f"{cache.path}: {len(summ.failed)} record(s) failed and were not written; "
+                      f"re-run to retry them (e.g. {next(iter(summ.failed.items()))})")
+    return summ
+
+
+def generate_phrases(items: dict[str, tuple[str, str]], cache: JsonlCache | str | Path,
+                     client: LLMClient, progress: bool = False) -> RunSummary:
+    """Entity-object phrases for ``{imgid: (tweet text, caption)}`` into ``cache`` (key ``imgid``).
+
+    A cached record made with another prompt (``prompt_hash``) or another input is recomputed."""
+    cache = cache if isinstance(cache, JsonlCache) else JsonlCache(cache, key="imgid")
+    model = client.cfg.model
+    in_hash = {k: stable_hash(t, c) for k, (t, c) in items.items()}
+
+    def stale(rec: dict) -> bool:
+        return rec.get("source") == "llm" and (rec.get("prompt_hash") != ENTITY_OBJECT_PROMPT_HASH or
+                                               rec.get("input_hash") != in_hash[str(rec["imgid"])])
+
+    def record(k, phrases, comp: Completion) -> dict:
+        return {"imgid": k, "phrases": phrases, "source": "llm", "model": model,
+                "endpoint": client.endpoint, "prompt_hash": ENTITY_OBJECT_PROMPT_HASH,
+                "input_hash": in_hash[k], "prompt_tokens": comp.prompt_tokens,
+                "completion_tokens": comp.completion_tokens, "attempts": comp.attempts,
+                "raw": comp.text[:2000], "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+    return _run_cached(list(items), cache, lambda k: phrase_messages(*items[k]), parse_phrases,
+                       record, client, model, stale, progress, "LLM phrases")
+
+
+def generate_captions(images: dict[str, str | Path], cache: JsonlCache | str | Path,
+                      client: LLMClient, progress: bool = False) -> RunSummary:
+    """Captions (Appendix A captioning prompt, image as a data URL) for ``{imgid: image path}``."""
+    cache = cache if isinstance(cache, JsonlCache) else JsonlCache(cache, key="imgid")
+    model = client.cfg.caption_model or client.cfg.model
+
+    def stale(rec: dict) -> bool:
+        return rec.get("source") == "llm" and rec.get("prompt_hash") != CAPTION_PROMPT_HASH
+
+    def record(k, caption, comp: Completion) -> dict:
+        return {"imgid": k, "caption": caption, "source": "llm", "model": model,
+                "endpoint": client.endpoint, "prompt_hash": CAPTION_PROMPT_HASH,
+                "prompt_tokens": comp.prompt_tokens, "completion_tokens": comp.completion_tokens,
+                "attempts": comp.attempts, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+    return _run_cached(list(images), cache, lambda k: caption_messages(images[k]), parse_caption,
+                       record, client, model, stale, progress, "LLM captions")
+
+
+# ---------------------------------------------------------------- files
+def load_captions(path: str | Path) -> dict[str, str]:
+    """``{IMGID: caption}`` from a JSON object file, or a JSONL file of ``{"imgid", "caption"}``."""
+    path = Path(path)
+    if not path.exists():
+        raise ResourceMissing(f"captions file {path} not found (set DataConfig.captions to a "
+                              f"{{IMGID: caption}} JSON file, or None)")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        out = {}
+        for i, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    r = json.loads(line)
+                    out[str(r["imgid"])] = str(r["caption"])
+                except (ValueError, KeyError, TypeError) as e:
+                    raise ValueError(f"{path}:{i}: expected {{\"imgid\", \"caption\"}} ({e})") from None
+        return out
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: expected a JSON object {{IMGID: caption}}")
+    return {str(k): str(v) for k, v in d.items()}
+
+
+def load_phrases_file(path: str | Path) -> dict[str, dict]:
+    """``{imgid: record}`` from a JSONL file of ``{"imgid", "phrases": [...], "source"}``."""
+    path = Path(path)
+    if not path.exists():
+        raise ResourceMissing(f"phrases file {path} not found")
+    out = {}
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+            if not isinstance(r.get("phrases"), list) or not all(isinstance(p, str) for p in r["phrases"]):
+                raise ValueError("'phrases' must be a list of strings")
+            out[str(r["imgid"])] = r
+        except (ValueError, KeyError, AttributeError) as e:
+            raise ValueError(f"{path}:{i}: bad phrases record ({e})") from None
+    return out
