@@ -1,0 +1,97 @@
+"""augmentations(): switches, sources, caches (provenance, resume, no work when complete)."""
+import json
+
+import pytest
+
+from tvolib.cache import JsonlCache
+from tvolib.config import DataConfig, ModelConfig
+from tvolib.data import entity_spans, load_dataset
+from tvolib.tfo import pipeline as P
+from tvolib.tfo.knowledge import LocalKB, TweetFileSource
+from tvolib.tfo.relevance import RelevanceConfig, RelevanceFilter
+
+from test_tfo_relevance import KeywordEncoder
+
+
+@pytest.fixture
+def setup(tmp_path):
+    dc = DataConfig(cache_dir=str(tmp_path / "cache"))
+    ds = load_dataset(dc.data_dir, None, "sample", max_samples=15)
+    # a complete candidate cache (gold spans stand in for the tagger here): no training
+    c = JsonlCache(dc.dataset_cache / "candidates.jsonl", key="id")
+    for t in ds.all():
+        spans = [(s, e) for s, e, _ in entity_spans(t.labels)]
+        c.append({"id": t.id, "split": t.split, "spans": spans, "source": "test",
+                  "candidates": [" ".join(t.tokens[s:e]) for s, e in spans]})
+    filt = RelevanceFilter(KeywordEncoder(), RelevanceConfig(threshold=0.0))
+    return ds, dc, filt
+
+
+def test_switches(setup):
+    ds, dc, filt = setup
+    none = P.augmentations(ds, dc, ModelConfig(use_candidates=False), relevance_filter=filt)
+    assert set(none) == {t.id for t in ds.all()} and all(v == [] for v in none.values())
+    names = P.augmentations(ds, dc, ModelConfig(use_knowledge=False), relevance_filter=filt)
+    for t in ds.all():
+        assert names[t.id] == [(" ".join(t.tokens[s:e]), "") for s, e, _ in entity_spans(t.labels)]
+    assert not (dc.dataset_cache / "knowledge.jsonl").exists()
+    with pytest.raises(ValueError, match="knowledge_source"):
+        P.augmentations(ds, dc, ModelConfig(knowledge_source="bing"), relevance_filter=filt)
+
+
+def test_local_source_cache_and_resume(setup, monkeypatch):
+    ds, dc, filt = setup
+    augs = P.augmentations(ds, dc, ModelConfig(knowledge_source="local"), relevance_filter=filt, log=None)
+    assert (dc.dataset_cache / "kb.sqlite").exists()               # the sample's own base, built on the fly
+    cov = P.coverage(augs)
+    assert cov["candidates"] > 0 and 0 < cov["coverage"] <= 1
+    kpath = dc.dataset_cache / "knowledge.jsonl"
+    recs = [json.loads(l) for l in kpath.read_text().splitlines()]
+    assert len(recs) == len(ds.all())
+    r = next(r for r in recs if r["items"] and r["items"][0]["kept"])
+    item = r["items"][0]
+    assert r["source"] == "local" and r["settings"] and r["filter"]["k"] == 3
+    assert item["passages"][0]["source"].startswith("local:") and "score" in item["kept"][0]
+    assert augs[r["id"]][0] == (item["candidate"], item["knowledge"])
+    # complete cache: no look-ups at all
+    monkeypatch.setattr(LocalKB, "lookup", lambda *a, **k: pytest.fail("looked up with a complete cache"))
+    assert P.augmentations(ds, dc, ModelConfig(), relevance_filter=filt, log=None) == augs
+    # interrupted: only the missing tweets are looked up again
+    lines = kpath.read_text().splitlines()
+    kpath.write_text("\n".join(lines[:-5]) + "\n")
+    calls = []
+    monkeypatch.undo()
+    real = LocalKB.lookup
+    monkeypatch.setattr(LocalKB, "lookup", lambda self, q, k=3, tweet_id=None: calls.append(tweet_id) or real(self, q, k, tweet_id))
+    again = P.augmentations(ds, dc, ModelConfig(), relevance_filter=filt, log=None)
+    assert again == augs and set(calls) <= {json.loads(l)["id"] for l in lines[-5:]} and calls
+    # other filter settings: recomputed, not served stale
+    strict = RelevanceFilter(filt.encoder, RelevanceConfig(threshold=1.01, title_threshold=1.01))
+    hi = P.augmentations(ds, dc, ModelConfig(), relevance_filter=strict, log=None)
+    assert P.coverage(hi)["with_knowledge"] == 0 < cov["with_knowledge"]
+
+
+def test_tweet_files_source(setup):
+    ds, dc, filt = setup
+    augs = P.augmentations(ds, dc, ModelConfig(knowledge_source="tweet_files"), relevance_filter=filt, log=None)
+    assert P.coverage(augs)["coverage"] > 0.5
+    recs = JsonlCache(dc.dataset_cache / "knowledge.jsonl", key="key")
+    assert all(k.startswith("tweet_files|") for k in recs.keys())
+
+
+def test_default_sources(setup, tmp_path, monkeypatch):
+    ds, dc, _ = setup
+    assert isinstance(P.knowledge_source("tweet_files", dc), TweetFileSource)
+    real = DataConfig(data_dir=str(tmp_path), dataset="nowhere", cache_dir=str(tmp_path / "c"))
+    monkeypatch.setenv("TVOMNER_KB_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("TVOMNER_LLM_KNOWLEDGE_DIR", str(tmp_path / "empty"))
+    from tvolib.resources import ResourceMissing
+    with pytest.raises(ResourceMissing, match="TVOMNER_KB_DIR"):
+        P.knowledge_source("local", real)
+    with pytest.raises(ResourceMissing, match="knowledge_file"):
+        P.knowledge_source("tweet_files", real)
+    kb_in = tmp_path / "kb.jsonl"
+    kb_in.write_text('{"title": "Zed", "text": "Zed is a letter."}\n')
+    own = DataConfig(data_dir=str(tmp_path), dataset="own", cache_dir=str(tmp_path / "c"), kb=str(kb_in))
+    src = P.knowledge_source("local", own)
+    assert src.lookup("zed", 1)[0].title == "Zed"

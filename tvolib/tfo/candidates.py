@@ -1,0 +1,252 @@
+"""Candidate entity detection (section 4.1, first stage): an untyped B/I/O span tagger.
+
+Any Hugging Face encoder (a name or a local path; ``roberta-large`` where the user has it, the
+offline default is MiniLM-L6) with a linear B/I/O head on the FIRST sub-token of every word,
+trained with cross-entropy (the paper, after Ok et al. 2024). Gold labels are turned into untyped
+spans with the same lenient rule as scoring (``tvolib.data.entity_spans``).
+
+Leakage on train (why k-fold): a tagger that predicts the tweets it was trained on returns
+near-gold spans, so the NER model would learn to trust candidates more on train than it can on
+valid/test. We therefore split train into ``k`` folds; the tagger trained on the other ``k-1``
+folds predicts each fold (out-of-fold predictions, with test-like errors). valid and test are
+predicted by a tagger trained on all of train, and never see gold labels. The default ``k=2`` keeps
+the CPU cost at ``k`` fold models + 1 full model = 2x one full training per epoch; each fold model
+sees half of train, so train candidates are slightly noisier than valid/test ones (a conservative
+bias: the NER model is not taught to over-trust candidates). Use ``k_folds=5`` on a GPU.
+
+Cache: ``<dataset_cache>/candidates.jsonl``, one record per tweet, appended as soon as it is
+predicted, with provenance (model, fold, epochs, config hash). Records are grouped by the tagger
+that makes them (fold f, or "all"); an interrupted run retrains only the groups that still have
+missing tweets, and a complete cache makes a re-run do no work. Training itself is not
+checkpointed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..cache import JsonlCache, stable_hash
+from ..data import Tweet, entity_spans
+from ..resources import ResourceMissing, resolve_text_encoder
+from .encoder import build_inputs, load_tokenizer
+
+SPAN_TAGS = ("O", "B", "I")
+
+
+@dataclass
+class TaggerConfig:
+    encoder: str = "minilm"          # HF name or local path ("roberta-large")
+    epochs: int = 2
+    batch_size: int = 16
+    lr: float = 1e-4                 # encoder (few epochs: a little above the usual 5e-5)
+    head_lr: float = 1e-3            # B/I/O head
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_length: int = 128
+    dropout: float = 0.1
+    k_folds: int = 2                 # out-of-fold predictions on train (see module docstring)
+    max_train_samples: int | None = None   # train each tagger on at most N tweets (quick runs)
+    seed: int = 42
+    eval_batch_size: int = 64
+    threads: int | None = None       # torch.set_num_threads for long CPU runs
+
+    def hash(self) -> str:
+        d = dataclasses.asdict(self)
+        for k in ("eval_batch_size", "threads"):
+            d.pop(k)
+        return stable_hash(d)
+
+
+def span_tags(labels: list[str]) -> list[int]:
+    """Gold BIO labels → untyped tag ids (0=O, 1=B, 2=I) over the lenient spans."""
+    tags = [0] * len(labels)
+    for s, e, _ in entity_spans(labels):
+        tags[s] = 1
+        for i in range(s + 1, e):
+            tags[i] = 2
+    return tags
+
+
+def tags_to_spans(tags: list[int]) -> list[tuple[int, int]]:
+    """Untyped tag ids → spans (start, end_exclusive); an I after O starts a span (lenient)."""
+    spans, start = [], None
+    for i, t in enumerate(list(tags) + [0]):
+        if start is not None and t != 2:
+            spans.append((start, i))
+            start = None
+        if t in (1, 2) and start is None:
+            start = i
+    return spans
+
+
+class CandidateTagger(nn.Module):
+    """HF encoder + linear untyped B/I/O head on the first sub-token of each word."""
+
+    def __init__(self, name_or_path: str = "minilm", dropout: float = 0.1, _backbone=None, _tokenizer=None):
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+        if _backbone is None:
+            path = resolve_text_encoder(name_or_path)
+            try:
+                _tokenizer = load_tokenizer(path)
+                _backbone = AutoModel.from_pretrained(path)
+            except OSError as e:
+                raise ResourceMissing(f"candidate tagger encoder {name_or_path!r} at {path}: {e}") from None
+        self.name = name_or_path
+        self.tokenizer = _tokenizer
+        self.backbone = _backbone
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(_backbone.config.hidden_size, len(SPAN_TAGS))
+
+    @classmethod
+    def from_config(cls, config, tokenizer=None, dropout: float = 0.1) -> "CandidateTagger":
+        """Random weights (tests); the tokenizer defaults to MiniLM's local vocabulary."""
+        from transformers import AutoModel, AutoTokenizer
+        tokenizer = tokenizer or AutoTokenizer.from_pretrained(resolve_text_encoder("minilm"))
+        return cls(f"random:{config.model_type}", dropout, _backbone=AutoModel.from_config(config),
+                   _tokenizer=tokenizer)
+
+    def forward(self, input_ids, attention_mask, word_index, word_mask):
+        h = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        h = torch.gather(h, 1, word_index.unsqueeze(-1).expand(-1, -1, h.size(-1)))
+        return self.head(self.drop(h))                                   # (B, W, 3)
+
+    def batch(self, tokens: list[list[str]], max_length: int) -> dict:
+        return build_inputs(self.tokenizer, tokens, [[] for _ in tokens], max_length)
+
+    @torch.no_grad()
+    def predict(self, tokens: list[list[str]], batch_size: int = 64, max_length: int = 128) -> list[list[tuple[int, int]]]:
+        self.eval()
+        order = sorted(range(len(tokens)), key=lambda i: len(tokens[i]))   # length-sorted batches
+        out: list = [None] * len(tokens)
+        for i in range(0, len(order), batch_size):
+            idx = order[i:i + batch_size]
+            b = self.batch([tokens[j] for j in idx], max_length)
+            pred = self(**b).argmax(-1)
+            for r, j in enumerate(idx):
+                out[j] = tags_to_spans(pred[r, :len(tokens[j])].tolist())
+        return out
+
+
+def train_tagger(tweets: list[Tweet], cfg: TaggerConfig, model_factory: Callable[[], CandidateTagger] | None = None,
+                 log: Callable[[str], None] | None = print) -> CandidateTagger:
+    """Fine-tune a fresh tagger on ``tweets`` with cross-entropy over the first sub-tokens."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    model = model_factory() if model_factory else CandidateTagger(cfg.encoder, cfg.dropout)
+    tweets = list(tweets)
+    if cfg.max_train_samples:
+        tweets = tweets[: cfg.max_train_samples]
+    if not tweets:
+        raise ValueError("no training tweets for the candidate tagger")
+    data = [(t.tokens, span_tags(t.labels)) for t in tweets]
+    head = set(id(p) for p in model.head.parameters())
+    no_decay = lambda n: n.endswith("bias") or "LayerNorm" in n or "layer_norm" in n
+    groups = [
+        {"params": [p for n, p in model.backbone.named_parameters() if not no_decay(n)], "lr": cfg.lr,
+         "weight_decay": cfg.weight_decay},
+        {"params": [p for n, p in model.backbone.named_parameters() if no_decay(n)], "lr": cfg.lr, "weight_decay": 0.0},
+        {"params": list(model.head.parameters()), "lr": cfg.head_lr, "weight_decay": 0.0},
+    ]
+    assert all(id(p) not in head for g in groups[:2] for p in g["params"])
+    opt = torch.optim.AdamW(groups)
+    steps = cfg.epochs * math.ceil(len(data) / cfg.batch_size)
+    warm = max(1, int(cfg.warmup_ratio * steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / max(1, steps - warm))))
+    loss_fn = nn.CrossEntropyLoss()
+    step = 0
+    for ep in range(cfg.epochs):
+        model.train()
+        rng.shuffle(data)
+        t0, tot = time.time(), 0.0
+        for i in range(0, len(data), cfg.batch_size):
+            chunk = data[i:i + cfg.batch_size]
+            b = model.batch([c[0] for c in chunk], cfg.max_length)
+            logits = model(**b)
+            gold = torch.zeros(b["word_mask"].shape, dtype=torch.long)
+            for r, (_, tags) in enumerate(chunk):
+                gold[r, :len(tags)] = torch.tensor(tags)
+            loss = loss_fn(logits[b["word_mask"]], gold[b["word_mask"]])      # cross-entropy
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step(); sched.step(); step += 1
+            tot += loss.item() * len(chunk)
+        if log:
+            dt = time.time() - t0
+            log(f"  tagger epoch {ep + 1}/{cfg.epochs}: loss {tot / len(data):.4f}, "
+                f"{len(data) / max(dt, 1e-9):.1f} tweets/s")
+    return model.eval()
+
+
+def fold_of(tweet_id: str, k: int, seed: int = 42) -> int:
+    """Deterministic fold of a train tweet (hash of seed and IMGID)."""
+    return int(stable_hash(seed, tweet_id), 16) % k
+
+
+def make_candidates(ds, cache_path: str | Path, cfg: TaggerConfig | None = None, progress: bool = False,
+                    model_factory: Callable[[], CandidateTagger] | None = None,
+                    log: Callable[[str], None] | None = print) -> JsonlCache:
+    """Fill ``candidates.jsonl`` for every tweet of every split (see the module docstring).
+
+    Record: ``{"id", "split", "spans": [[s, e], ...], "candidates": [str, ...], "source": "tagger",
+    "model", "fold" (int for train, "all" for valid/test), "epochs", "k_folds", "config_hash"}``.
+    """
+    cfg = cfg or TaggerConfig()
+    cache = JsonlCache(cache_path, key="id")
+    train = ds.splits.get("train", [])
+    if not train:
+        raise ValueError("the dataset has no train split: the candidate tagger needs one")
+    k = max(1, cfg.k_folds)
+    groups: dict = {}
+    if k >= 2:
+        for t in train:
+            groups.setdefault(fold_of(t.id, k, cfg.seed), []).append(t)
+    else:   # k = 1: no out-of-fold predictions; train candidates come from the full tagger (leaks)
+        groups["all"] = list(train)
+    for s, tweets in ds.splits.items():
+        if s != "train":
+            groups.setdefault("all", []).extend(tweets)
+    chash = cfg.hash()
+    for g in sorted(groups, key=lambda g: (g == "all", str(g))):
+        todo = [t for t in groups[g] if t.id not in cache]
+        if not todo:
+            continue
+        fit_on = train if g == "all" else [t for t in train if fold_of(t.id, k, cfg.seed) != g]
+        if log:
+            log(f"candidate tagger [{g}]: training on {min(len(fit_on), cfg.max_train_samples or len(fit_on))} "
+                f"tweets, predicting {len(todo)}")
+        model = train_tagger(fit_on, cfg, model_factory, log)
+        preds = model.predict([t.tokens for t in todo], cfg.eval_batch_size, cfg.max_length)
+        for t, spans in zip(todo, preds):
+            cache.append({"id": t.id, "split": t.split, "spans": [list(x) for x in spans],
+                          "candidates": [" ".join(t.tokens[s:e]) for s, e in spans],
+                          "source": "tagger", "model": model.name, "fold": g, "epochs": cfg.epochs,
+                          "k_folds": k, "config_hash": chash})
+        del model
+    return cache
+
+
+def span_scores(tweets: list[Tweet], cache) -> dict:
+    """Untyped span precision / recall / F1 (percent) of the cached candidates against gold."""
+    tp = n_pred = n_gold = 0
+    for t in tweets:
+        gold = {(s, e) for s, e, _ in entity_spans(t.labels)}
+        pred = {tuple(x) for x in cache[t.id]["spans"]}
+        tp += len(gold & pred); n_pred += len(pred); n_gold += len(gold)
+    p = tp / n_pred if n_pred else 0.0
+    r = tp / n_gold if n_gold else 0.0
+    f = 2 * p * r / (p + r) if p + r else 0.0
+    return {"precision": round(100 * p, 2), "recall": round(100 * r, 2), "f1": round(100 * f, 2),
+            "n_gold": n_gold, "n_pred": n_pred, "n_correct": tp}
