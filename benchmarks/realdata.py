@@ -1,0 +1,124 @@
+"""Real-data runs on Twitter-2015/2017 (``../shared/data``): text-only encoder-BiLSTM-CRF against the
+full model, one setting and one seed per call; resumable (run the same command again after a kill).
+
+    python benchmarks/realdata.py --dataset twitter2017 --setting text-only --seed 1
+    python benchmarks/realdata.py --dataset twitter2017 --setting full --seed 1
+    python benchmarks/realdata.py --summary            # tables from every finished run
+
+Settings: ``text-only`` = tweet alone, no candidates, no knowledge, no visual part (encoder-BiLSTM-CRF);
+``full`` = candidates + local knowledge + optimized visual features (captions stand in for images);
+``full-tweetfiles`` = the same with knowledge from the per-tweet files (PGIM auxiliary texts);
+any ablation name of ``ModelConfig.ABLATIONS`` also works. Runs go to ``runs/realdata/<dataset>/
+<setting>-s<seed>/``; ``--summary`` writes ``reports/results/realdata.{json,md}``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+from pathlib import Path
+
+SETTINGS = {
+    "text-only": {"use_candidates": False, "use_knowledge": False, "visual": "none"},
+    "full": {},
+    "full-tweetfiles": {"knowledge_source": "tweet_files"},
+    # word-level baselines of Table 1 (embeddings = mean MiniLM sub-token embeddings, fine-tuned)
+    "bilstm-crf": {"arch": "bilstm_crf", "visual": "none", "use_candidates": False, "use_knowledge": False},
+    "cnn-bilstm-crf": {"arch": "cnn_bilstm_crf", "visual": "none", "use_candidates": False, "use_knowledge": False},
+}
+
+
+def configs(args):
+    from tvolib.config import DataConfig, ModelConfig, TrainConfig
+    root = Path(args.data_root)
+    year = args.dataset[-4:]
+    data = DataConfig(data_dir=str(root / args.dataset), image_dir=None, dataset=args.dataset,
+                      captions=str(root / "captions" / f"blip2_{args.dataset}.json"),
+                      cache_dir=args.cache_dir, max_length=args.max_length,
+                      max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples)
+    model = ModelConfig(text_encoder=args.encoder)
+    if args.setting in SETTINGS:
+        model = dataclasses.replace(model, **SETTINGS[args.setting])
+    else:
+        model = model.ablation(args.setting)
+    tag = args.setting.replace("/", "").replace(" ", "_")          # "w/o Wiki" -> "wo_Wiki"
+    train = TrainConfig(output_dir=str(Path(args.runs) / args.dataset / f"{tag}-{args.encoder}-s{args.seed}"),
+                        seed=args.seed, epochs=args.epochs, batch_size=args.batch_size,
+                        micro_batch_size=args.micro_batch_size, lr=args.lr, head_lr=args.head_lr,
+                        patience=args.patience, num_threads=args.threads, progress=args.progress,
+                        eval_batch_size=64)
+    return data, model, train
+
+
+def summary(runs: Path, out: Path) -> None:
+    from tvolib.evaluate import table1_markdown
+    rows, raw = {}, []
+    for res in sorted(runs.glob("*/*/results.json")):
+        r = json.loads(res.read_text())
+        name = f"{r['dataset']} · {res.parent.name}"
+        rows[name] = r["test"]
+        raw.append({"run": str(res.parent), "dataset": r["dataset"], "best_epoch": r["best_epoch"],
+                    "best_valid_f1": r["best_valid_f1"], "test": r["test"], "epochs_run": r["epochs_run"],
+                    "tweets_per_s": [h["tweets_per_s"] for h in r["history"]],
+                    "valid_f1_per_epoch": [h["valid_f1"] for h in r["history"]]})
+    # runs still in progress: per-epoch valid F1 so far
+    partial = []
+    for st in sorted(runs.glob("*/*/last/state.json")):
+        if (st.parent.parent / "results.json").exists():
+            continue
+        s = json.loads(st.read_text())
+        partial.append({"run": str(st.parent.parent), "epochs_done": s["epoch"],
+                        "valid_f1_per_epoch": [h["valid_f1"] for h in s["history"]]})
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "realdata.json").write_text(json.dumps({"finished": raw, "in_progress": partial}, indent=2) + "\n")
+    md = ["# Real-data results (test set, seqeval, best valid epoch)", "", table1_markdown(rows, "Run"), ""]
+    if partial:
+        md += ["## Unfinished runs (valid F1 per epoch so far)", ""]
+        md += [f"- `{p['run']}`: epochs {p['epochs_done']}, valid F1 {[round(x, 2) for x in p['valid_f1_per_epoch']]}"
+               for p in partial]
+    (out / "realdata.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default="twitter2017", choices=["twitter2015", "twitter2017"])
+    ap.add_argument("--setting", default="text-only")
+    ap.add_argument("--encoder", default="minilm")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--batch_size", type=int, default=16)
+    ap.add_argument("--micro_batch_size", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--head_lr", type=float, default=1e-3)
+    ap.add_argument("--patience", type=int, default=2)
+    ap.add_argument("--max_length", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--max_train_samples", type=int, default=None)
+    ap.add_argument("--max_eval_samples", type=int, default=None)
+    ap.add_argument("--data_root", default="../shared/data")
+    ap.add_argument("--cache_dir", default="cache")
+    ap.add_argument("--runs", default="runs/realdata")
+    ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--summary", action="store_true", help="only write reports/results/realdata.*")
+    ap.add_argument("--out", default="reports/results")
+    args = ap.parse_args(argv)
+    if args.summary:
+        summary(Path(args.runs), Path(args.out))
+        return
+    import torch
+    torch.set_num_threads(args.threads)
+    from tvolib.train import train
+    data, model, tr = configs(args)
+    print("command:", " ".join(["python"] + sys.argv), flush=True)
+    res = train(data, model, tr)
+    if "test" in res:
+        print(f"{args.dataset} {args.setting} seed {args.seed}: test F1 {res['test']['F1']:.2f} "
+              f"(best valid epoch {res['best_epoch']}, valid F1 {res['best_valid_f1']:.2f})")
+        summary(Path(args.runs), Path(args.out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""TVOMNER's Cross-modal Feature Fusion (section 4.3) and the whole tagger.
+
+    batch ──TextEncoder (TFO, Eq. 1)──> T (B, W, d), t_cls (B, d)
+          ──VisualFeatureOptimizer (VFO, Eq. 2–3)──> V (B, d_v), L_VAE
+    [t_cls; T] ──L × CrossAttentionLayer (T queries V, + LN + FFN)──> C = [c_cls; c_1..c_n]
+    g = sigmoid((LN(c_cls + t_cls) W1) W2)                                   # Eq. 4
+    R = g ⊙ T + (1 − g) ⊙ C                                                  # Eq. 5
+    e = BiLSTM(R)                                                            # Eq. 6
+    p(y | e) = CRF(E e)                                                      # Eq. 7, L_NER Eq. 8
+    L = L_NER + λ L_VAE                                                      # Eq. 9
+
+One class covers the full model, every ablation of Table 2 (``ModelConfig`` switches only) and the
+text-only baselines of Table 1:
+
+* ``visual == "none"``: no VFO and no CFF, R = T: the encoder-BiLSTM-CRF baseline;
+* ``arch == "bilstm_crf"`` / ``"cnn_bilstm_crf"``: the text module is a word-embedding (plus
+  character-CNN) encoder from ``tvolib.baselines`` instead of the transformer; no visual part.
+
+Reading of the cross-attention (section 4.3). V is one vector per tweet, so attention over V alone
+is degenerate: softmax over a single key is 1 and every token receives the same W_o W_v V whatever
+its query. We keep the paper's structure (text queries, visual keys/values, residual + LN, FFN +
+residual + LN, L layers) and give the softmax a second, learned "null" key/value slot
+(``ModelConfig.cross_memory = "fused+null"``, the default): each token decides how much of the
+visual vector it takes (an irrelevant image can be ignored token by token, on top of the gate of
+Eq. 4). ``cross_memory = "fused"`` is the literal single-key reading.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torchcrf import CRF
+
+from .config import ModelConfig
+
+
+class CrossAttentionLayer(nn.Module):
+    """One layer of section 4.3: multi-head cross-attention (text queries, visual keys/values),
+    residual + LN, then FFN, residual + LN (post-norm, as in the Transformer)."""
+
+    def __init__(self, d: int, num_heads: int, dropout: float):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(d, num_heads, dropout=dropout, batch_first=True)
+        self.ln1 = nn.LayerNorm(d)
+        self.ffn = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * d, d))
+        self.ln2 = nn.LayerNorm(d)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a, w = self.attn(x, memory, memory, need_weights=True)   # Q = text, K = V = visual
+        x = self.ln1(x + self.drop(a))
+        x = self.ln2(x + self.drop(self.ffn(x)))
+        return x, w
+
+
+class CrossModalFusion(nn.Module):
+    """Section 4.3: L cross-attention layers giving C, the gate (Eq. 4) and the mix (Eq. 5)."""
+
+    def __init__(self, d: int, d_v: int, cfg: ModelConfig):
+        super().__init__()
+        if d % cfg.num_heads:
+            raise ValueError(f"text width {d} is not divisible by num_heads={cfg.num_heads}")
+        if cfg.cross_memory not in ("fused+null", "fused"):
+            raise ValueError(f"cross_memory must be 'fused+null' or 'fused', got {cfg.cross_memory!r}")
+        # V into the text width (d_v may differ from d). V's scale depends on the image encoder
+        # (EfficientNet features, projected captions...): LN first, so that the attention output
+        # cannot swamp the residual text stream of every token.
+        self.v_proj = nn.Sequential(nn.LayerNorm(d_v), nn.Linear(d_v, d))
+        self.null = nn.Parameter(torch.zeros(1, 1, d)) if cfg.cross_memory == "fused+null" else None
+        self.layers = nn.ModuleList(CrossAttentionLayer(d, cfg.num_heads, cfg.dropout)
+                                    for _ in range(cfg.cross_layers))
+        # Eq. 4: W_g^1 in R^{d×d}, W_g^2 in R^{d×1} (no non-linearity in between, as written)
+        self.gate_ln = nn.LayerNorm(d)
+        self.w_g1 = nn.Linear(d, d)
+        self.w_g2 = nn.Linear(d, 1)
+
+    def forward(self, T: torch.Tensor, t_cls: torch.Tensor, V: torch.Tensor):
+        B, _, d = T.shape
+        memory = self.v_proj(V).unsqueeze(1)                            # (B, 1, d)
+        if self.null is not None:
+            memory = torch.cat([self.null.expand(B, 1, d).to(memory.dtype), memory], dim=1)
+        x = torch.cat([t_cls.unsqueeze(1), T], dim=1)                   # queries [t_cls; t_1..t_n]
+        attn = None
+        for layer in self.layers:
+            x, attn = layer(x, memory)
+        c_cls, C = x[:, 0], x[:, 1:]                                    # C = {c_cls, c_1, ..., c_n}
+        g = torch.sigmoid(self.w_g2(self.w_g1(self.gate_ln(c_cls + t_cls))))   # Eq. 4, (B, 1)
+        g = g.unsqueeze(-1)                                             # (B, 1, 1)
+        R = g * T + (1 - g) * C                                         # Eq. 5
+        # share of attention each token gives the visual slot (1.0 with cross_memory="fused")
+        visual_attn = attn[..., -1] if attn is not None else None
+        return R, g.view(B), visual_attn
+
+
+class TVOMNER(nn.Module):
+    """The tagger. ``text`` maps the batch to (T, t_cls); ``vfo`` maps (T, t_cls, word_mask,
+    visual) to (V, L_VAE, ω); both are built by ``build_model``."""
+
+    def __init__(self, cfg: ModelConfig, num_labels: int, text: nn.Module, vfo: nn.Module | None = None,
+                 text_keys: tuple[str, ...] = ("input_ids", "attention_mask", "word_index", "word_mask")):
+        super().__init__()
+        self.cfg = cfg
+        self.text = text
+        self.text_keys = text_keys
+        d = text.hidden_size
+        self.use_visual = cfg.visual != "none" and vfo is not None
+        if cfg.visual != "none" and vfo is None:
+            raise ValueError(f"visual={cfg.visual!r} needs a VisualFeatureOptimizer")
+        self.vfo = vfo if self.use_visual else None
+        self.cff = CrossModalFusion(d, vfo.d_v, cfg) if self.use_visual else None
+        self.drop = nn.Dropout(cfg.dropout)
+        self.lstm = nn.LSTM(d, cfg.lstm_hidden, batch_first=True, bidirectional=True)   # Eq. 6
+        self.emit = nn.Linear(2 * cfg.lstm_hidden, num_labels)                          # E of Eq. 7
+        self.crf = CRF(num_labels, batch_first=True)                                     # Eq. 7–8
+
+    def emissions(self, batch: dict) -> dict:
+        word_mask = batch["word_mask"].bool()
+        T, t_cls = self.text(**{k: batch[k] for k in self.text_keys})
+        out: dict = {}
+        l_vae = T.new_zeros(())
+        if self.use_visual:
+            V, l_vae, weights = self.vfo(T, t_cls, word_mask, batch["visual"])
+            R, g, vis_attn = self.cff(T, t_cls, V.to(T.dtype))
+            out.update(gate=g, fusion_weights=weights, visual_attn=vis_attn)
+        else:
+            R = T
+        R = self.drop(R)
+        lengths = word_mask.sum(1).clamp(min=1).cpu()
+        with torch.autocast(R.device.type, enabled=False):   # BiLSTM and CRF in fp32 under bf16 autocast
+            packed = nn.utils.rnn.pack_padded_sequence(R.float(), lengths, batch_first=True, enforce_sorted=False)
+            e, _ = self.lstm(packed)                                                  # Eq. 6
+            e, _ = nn.utils.rnn.pad_packed_sequence(e, batch_first=True, total_length=R.shape[1])
+            out["emissions"] = self.emit(self.drop(e)).float()                        # E e_i of Eq. 7
+        out["l_vae"] = l_vae.float() if torch.is_tensor(l_vae) else torch.tensor(float(l_vae))
+        out["word_mask"] = word_mask
+        return out
+
+    def forward(self, batch: dict) -> dict:
+        """Loss (Eq. 9) when ``batch["labels"]`` is given, plus emissions and diagnostics."""
+        out = self.emissions(batch)
+        if "labels" in batch:
+            mask = out["word_mask"]
+            tags = batch["labels"].clamp(min=0) * mask
+            l_ner = -self.crf(out["emissions"], tags, mask=mask, reduction="mean")   # Eq. 8
+            out["l_ner"] = l_ner
+            out["loss"] = l_ner + self.cfg.vae_weight * out["l_vae"].to(l_ner.device)   # Eq. 9
+        return out
+
+    @torch.no_grad()
+    def decode(self, batch: dict) -> list[list[int]]:
+        """Viterbi label ids per tweet (one per word)."""
+        out = self.emissions(batch)
+        return self.crf.decode(out["emissions"], mask=out["word_mask"])
+
+
+def encoder_parameter_names(model: nn.Module) -> set[str]:
+    """Names of the parameters that belong to a pretrained transformer (lr = TrainConfig.lr);
+    everything else (Eq. 1 attention, VFO, CFF, BiLSTM, CRF) is a new layer (head_lr)."""
+    from transformers import PreTrainedModel
+    names = set()
+    for mname, m in model.named_modules():
+        if isinstance(m, PreTrainedModel):
+            names |= {f"{mname}.{n}" if mname else n for n, _ in m.named_parameters()}
+    return names
