@@ -100,7 +100,9 @@ class Predictor:
                        splits={"train": train, "valid": [], "test": tweets})
 
     def predict(self, tweets: Sequence, image_dir: str | Path | None = None, captions: str | None = None,
-                batch_size: int = 64) -> list[dict]:
+                batch_size: int = 64, diagnostics: bool = False) -> list[dict]:
+        """One dict per tweet; with ``diagnostics`` a multimodal model adds ``gate`` (g of Eq. 4, the
+        weight of the text features) and ``fusion_weights`` ([ω_t, ω_g, ω_o] of Eq. 3)."""
         from .train import predict_examples, prepare_data
         tweets = _as_tweets(tweets)
         ds = self._dataset(tweets, image_dir)
@@ -109,11 +111,29 @@ class Predictor:
         prepared = prepare_data(ds, data_cfg, self.model_cfg, meta=self.meta)
         pred = predict_examples(self.model, prepared.examples["test"], prepared.collate, batch_size,
                                 self.device, labels=self.labels)
+        diag = self._diagnostics(prepared, batch_size) if diagnostics else [{}] * len(tweets)
         out = []
-        for t, p in zip(tweets, pred):
+        for t, p, d in zip(tweets, pred, diag):
             ents = [{"start": s, "end": e, "type": typ, "text": " ".join(t.tokens[s:e])}
                     for s, e, typ in entity_spans(p)]
-            out.append({"id": t.id, "tokens": t.tokens, "labels": p, "entities": ents})
+            out.append({"id": t.id, "tokens": t.tokens, "labels": p, "entities": ents, **d})
+        return out
+
+    def _diagnostics(self, prepared, batch_size: int) -> list[dict]:
+        import torch
+        from .train import _to
+        examples = prepared.examples["test"]
+        out: list[dict] = []
+        self.model.eval()
+        with torch.no_grad():
+            for i in range(0, len(examples), batch_size):
+                batch = _to(prepared.collate(examples[i:i + batch_size]), torch.device(self.device))
+                batch.pop("labels", None)
+                em = self.model.emissions(batch)
+                n = batch["word_mask"].shape[0]
+                gate = em["gate"].reshape(n).tolist() if "gate" in em else [None] * n
+                fw = em["fusion_weights"].tolist() if "fusion_weights" in em else [None] * n
+                out += [{"gate": g, "fusion_weights": w} for g, w in zip(gate, fw)]
         return out
 
 
