@@ -74,3 +74,11 @@ def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         atomic_write_text(p, "new" * 1000)
     assert p.read_text() == "old" and os.listdir(tmp_path) == ["out.txt"]
+
+
+def test_atomic_write_gives_normal_permissions(tmp_path):
+    p = tmp_path / "r.json"
+    atomic_write_text(p, "{}")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert p.stat().st_mode & 0o777 == 0o666 & ~umask
