@@ -428,29 +428,14 @@ def generate_captions(images: dict[str, str | Path], cache: JsonlCache | str | P
 
 # ---------------------------------------------------------------- files
 def load_captions(path: str | Path) -> dict[str, str]:
-    """``{IMGID: caption}`` from a JSON object file, or a JSONL file of ``{"imgid", "caption"}``."""
+    """``{IMGID: caption}`` (``tvolib.data.load_captions``); a missing file is a ``ResourceMissing``
+    that says how to set it."""
+    from ..data import load_captions as read_captions
     path = Path(path)
     if not path.exists():
         raise ResourceMissing(f"captions file {path} not found (set DataConfig.captions to a "
                               f"{{IMGID: caption}} JSON file, or None)")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".jsonl":
-        out = {}
-        for i, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    r = json.loads(line)
-                    out[str(r["imgid"])] = str(r["caption"])
-                except (ValueError, KeyError, TypeError) as e:
-                    raise ValueError(f"{path}:{i}: expected {{\"imgid\", \"caption\"}} ({e})") from None
-        return out
-    try:
-        d = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
-    if not isinstance(d, dict):
-        raise ValueError(f"{path}: expected a JSON object {{IMGID: caption}}")
-    return {str(k): str(v) for k, v in d.items()}
+    return read_captions(path)
 
 
 def load_phrases_file(path: str | Path) -> dict[str, dict]:
