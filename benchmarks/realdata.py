@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -52,17 +53,38 @@ def configs(args):
     return data, model, train
 
 
-def summary(runs: Path, out: Path) -> None:
-    from tvolib.evaluate import table1_markdown
+def _group(run_dir: Path) -> tuple[str, int]:
+    """``full-tweetfiles-minilm-s2`` -> (``full-tweetfiles-minilm``, 2)."""
+    m = re.fullmatch(r"(.+)-s(\d+)", run_dir.name)
+    return (m.group(1), int(m.group(2))) if m else (run_dir.name, 0)
+
+
+def _mean_std(xs: list[float]) -> str:
+    if len(xs) == 1:
+        return f"{xs[0]:.2f}"
+    return f"{statistics.mean(xs):.2f} ± {statistics.stdev(xs):.2f}"
+
+
+def summary(runs: Path, out: Path, baseline: str = "text-only") -> None:
+    """Tables from every finished run: one row per run, one row per setting over its seeds
+    (mean ± sample std), and each full-model setting against the text-only run of the same seed and
+    epochs (paired bootstrap over test tweets)."""
+    from tvolib.evaluate import TABLE1_COLUMNS, paired_bootstrap, read_predictions, table1_markdown
     rows, raw = {}, []
+    groups: dict[tuple, list[dict]] = {}
     for res in sorted(runs.glob("*/*/results.json")):
         r = json.loads(res.read_text())
         name = f"{r['dataset']} · {res.parent.name}"
         rows[name] = r["test"]
-        raw.append({"run": str(res.parent), "dataset": r["dataset"], "best_epoch": r["best_epoch"],
-                    "best_valid_f1": r["best_valid_f1"], "test": r["test"], "epochs_run": r["epochs_run"],
-                    "tweets_per_s": [h["tweets_per_s"] for h in r["history"]],
-                    "valid_f1_per_epoch": [h["valid_f1"] for h in r["history"]]})
+        group, seed = _group(res.parent)
+        epochs = r.get("train", {}).get("epochs")
+        item = {"run": str(res.parent), "dataset": r["dataset"], "group": group, "seed": seed,
+                "epochs": epochs, "best_epoch": r["best_epoch"],
+                "best_valid_f1": r["best_valid_f1"], "test": r["test"], "epochs_run": r["epochs_run"],
+                "tweets_per_s": [h["tweets_per_s"] for h in r["history"]],
+                "valid_f1_per_epoch": [h["valid_f1"] for h in r["history"]]}
+        raw.append(item)
+        groups.setdefault((r["dataset"], group, epochs), []).append(item)
     # runs still in progress: per-epoch valid F1 so far
     partial = []
     for st in sorted(runs.glob("*/*/last/state.json")):
@@ -71,11 +93,49 @@ def summary(runs: Path, out: Path) -> None:
         s = json.loads(st.read_text())
         partial.append({"run": str(st.parent.parent), "epochs_done": s["epoch"],
                         "valid_f1_per_epoch": [h["valid_f1"] for h in s["history"]]})
+    agg = []
+    for (ds, group, epochs), items in sorted(groups.items()):
+        agg.append({"dataset": ds, "setting": group, "epochs": epochs, "seeds": sorted(i["seed"] for i in items),
+                    "test": {c: _mean_std([i["test"][c] for i in items]) for c in TABLE1_COLUMNS},
+                    "test_f1": [round(i["test"]["F1"], 2) for i in items],
+                    "valid_f1": _mean_std([i["best_valid_f1"] for i in items])})
+    # each setting against the text-only run of the same dataset, encoder, seed and epochs
+    paired = []
+    by_key = {(i["dataset"], i["group"], i["seed"], i["epochs"]): i for i in raw}
+    for i in raw:
+        setting, _, enc = i["group"].rpartition("-")
+        if setting == baseline:
+            continue
+        base = by_key.get((i["dataset"], f"{baseline}-{enc}", i["seed"], i["epochs"]))
+        if base is None:
+            continue
+        gold, pa = read_predictions(Path(base["run"]) / "test_predictions.txt")
+        gold_b, pb = read_predictions(Path(i["run"]) / "test_predictions.txt")
+        if gold != gold_b:
+            raise ValueError(f"{i['run']} and {base['run']} were scored on different test sets")
+        bs = paired_bootstrap(gold, pa, pb, n=2000, seed=0)
+        paired.append({"dataset": i["dataset"], "setting": i["group"], "against": base["group"],
+                       "seed": i["seed"], "epochs": i["epochs"],
+                       "delta_valid_f1": round(i["best_valid_f1"] - base["best_valid_f1"], 2), **bs})
     out.mkdir(parents=True, exist_ok=True)
-    (out / "realdata.json").write_text(json.dumps({"finished": raw, "in_progress": partial}, indent=2) + "\n")
-    md = ["# Real-data results (test set, seqeval, best valid epoch)", "", table1_markdown(rows, "Run"), ""]
+    (out / "realdata.json").write_text(json.dumps({"finished": raw, "by_setting": agg, "paired": paired,
+                                                   "in_progress": partial}, indent=2) + "\n")
+    md = ["# Real-data results (test set, seqeval, best valid epoch)", "", "## Every run", "",
+          table1_markdown(rows, "Run"), "", "## Per setting over seeds (mean ± sample std)", "",
+          "| dataset | setting | epochs | seeds | " + " | ".join(TABLE1_COLUMNS) + " | best valid F1 |",
+          "|---|---|---:|---|" + "---:|" * (len(TABLE1_COLUMNS) + 1)]
+    md += [f"| {a['dataset']} | {a['setting']} | {a['epochs']} | {','.join(map(str, a['seeds']))} | "
+           + " | ".join(a["test"][c] for c in TABLE1_COLUMNS) + f" | {a['valid_f1']} |" for a in agg]
+    if paired:
+        md += ["", f"## Against {baseline} (same dataset, encoder, seed, epochs; paired bootstrap over test "
+               "tweets, 2000 resamples)", "",
+               "| dataset | setting | seed | epochs | Δ test F1 | 95 % interval | p(not better) | Δ valid F1 |",
+               "|---|---|---:|---:|---:|---|---:|---:|"]
+        md += [f"| {p['dataset']} | {p['setting']} | {p['seed']} | {p['epochs']} | {p['delta_f1']:+.2f} | "
+               f"[{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}] | {p['p_b_not_better']:.3f} | {p['delta_valid_f1']:+.2f} |"
+               for p in paired]
     if partial:
-        md += ["## Unfinished runs (valid F1 per epoch so far)", ""]
+        md += ["", "## Unfinished runs (valid F1 per epoch so far)", ""]
         md += [f"- `{p['run']}`: epochs {p['epochs_done']}, valid F1 {[round(x, 2) for x in p['valid_f1_per_epoch']]}"
                for p in partial]
     (out / "realdata.md").write_text("\n".join(md) + "\n")

@@ -59,3 +59,24 @@ def test_conll_writer_roundtrip(tmp_path):
     gold, back = read_predictions(p)
     assert back == pred and gold == [t.labels for t in tweets]
     assert score_tweets(tweets, pred).n_correct == 1
+
+
+def test_paired_bootstrap():
+    from tvolib.evaluate import paired_bootstrap
+    gold = [["B-PER", "O", "B-LOC"], ["B-ORG", "I-ORG", "O"], ["O", "B-MISC"], ["B-PER", "O", "O"]] * 10
+    worse = [["B-PER", "O", "O"], ["B-ORG", "O", "O"], ["O", "O"], ["B-PER", "O", "O"]] * 10
+    same = paired_bootstrap(gold, gold, gold, n=200)
+    assert same["delta_f1"] == 0 and same["ci95"] == [0, 0] and same["p_b_not_better"] == 1.0
+    better = paired_bootstrap(gold, worse, gold, n=500)
+    # per 4 tweets: 5 gold spans; worse predicts 3 (the ORG span cut short), 2 correct:
+    # F1 = 2*2/(3+5) = 50; gold scores 100
+    assert better["delta_f1"] == pytest.approx(50.0, abs=1e-3)
+    assert better["ci95"][0] > 0 and better["p_b_not_better"] == 0.0
+    flipped = paired_bootstrap(gold, gold, worse, n=500)
+    assert flipped["delta_f1"] < 0 and flipped["p_b_not_better"] == 1.0
+    # a mixed case: the interval must straddle the observed difference
+    mixed = [g if i % 2 else w for i, (g, w) in enumerate(zip(gold, worse))]
+    m = paired_bootstrap(gold, worse, mixed, n=500, seed=1)
+    assert m["ci95"][0] <= m["delta_f1"] <= m["ci95"][1]
+    with pytest.raises(ValueError):
+        paired_bootstrap(gold, worse[:-1], gold)

@@ -121,3 +121,45 @@ def read_predictions(path: str | Path) -> tuple[list[list[str]], list[list[str]]
                 raise ValueError(f"{path}:{lineno}: expected 'token<TAB>gold<TAB>predicted'")
             g.append(parts[1]), p.append(parts[2])
     return gold, pred
+
+
+def paired_bootstrap(gold: Sequence[Sequence[str]], pred_a: Sequence[Sequence[str]],
+                     pred_b: Sequence[Sequence[str]], n: int = 2000, seed: int = 0) -> dict:
+    """Paired bootstrap over tweets (Koehn 2004; Berg-Kirkpatrick et al. 2012) of the micro span F1
+    difference ``F1(b) − F1(a)``, in points.
+
+    Tweets are resampled with replacement ``n`` times; each resample recomputes both systems' F1 from
+    per-tweet counts (correct, predicted, gold spans). Returns the observed difference, its 95 %
+    percentile interval and ``p_b_not_better``: the share of resamples in which b does not beat a
+    (a one-sided p-value for "b is better than a")."""
+    import numpy as np
+    from seqeval.metrics.sequence_labeling import get_entities
+    _check(gold, pred_a)
+    _check(gold, pred_b)
+
+    def counts(pred):
+        rows = []
+        for g, p in zip(gold, pred):
+            ge, pe = set(get_entities(list(g))), set(get_entities(list(p)))
+            rows.append((len(ge & pe), len(pe), len(ge)))
+        return np.array(rows, dtype=np.int64).reshape(-1, 3)
+
+    ca, cb = counts(pred_a), counts(pred_b)
+
+    def f1(c):  # c: (..., 3) summed counts
+        tp, np_, ng = c[..., 0], c[..., 1], c[..., 2]
+        denom = np_ + ng
+        return np.where(denom > 0, 200.0 * tp / np.maximum(denom, 1), 0.0)   # 2PR/(P+R) = 2tp/(np+ng)
+
+    obs = float(f1(cb.sum(0)) - f1(ca.sum(0)))
+    rng = np.random.default_rng(seed)
+    m = len(ca)
+    if m == 0:
+        raise ValueError("no tweets to resample")
+    diffs = np.empty(n)
+    for i in range(n):
+        idx = rng.integers(0, m, m)
+        diffs[i] = f1(cb[idx].sum(0)) - f1(ca[idx].sum(0))
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    return {"delta_f1": round(obs, 3), "ci95": [round(float(lo), 3), round(float(hi), 3)],
+            "p_b_not_better": round(float((diffs <= 0).mean()), 4), "n_resamples": n, "n_tweets": m}

@@ -1,0 +1,54 @@
+"""The real-data summary (``benchmarks/realdata.py --summary``): seeds grouped into mean ± std and
+each full-model run compared with the text-only run of the same seed (paired bootstrap)."""
+import importlib.util
+import json
+import statistics
+from pathlib import Path
+
+from tvolib.data import Tweet
+from tvolib.evaluate import write_predictions
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _fake_run(runs, name, f1, preds, tweets, epochs=4):
+    d = runs / "twitter2017" / name
+    d.mkdir(parents=True)
+    test = {"PER": f1, "LOC": f1, "ORG": f1, "MISC": f1, "Pre.": f1, "Rec.": f1, "F1": f1}
+    (d / "results.json").write_text(json.dumps({
+        "dataset": "twitter2017", "best_epoch": 2, "best_valid_f1": f1 + 1, "test": test,
+        "epochs_run": epochs, "train": {"epochs": epochs},
+        "history": [{"tweets_per_s": 5.0, "valid_f1": f1 + 1}]}))
+    write_predictions(d / "test_predictions.txt", tweets, preds)
+
+
+def test_summary_groups_seeds_and_pairs_with_text_only(tmp_path):
+    realdata = _load("realdata")
+    tweets = [Tweet(id=str(i), tokens=["Obama", "in", "Paris"], labels=["B-PER", "O", "B-LOC"])
+              for i in range(30)]
+    gold = [t.labels for t in tweets]
+    half = [["B-PER", "O", "O"] if i % 2 else g for i, g in enumerate(gold)]
+    runs = tmp_path / "runs"
+    _fake_run(runs, "text-only-minilm-s1", 80.0, half, tweets)
+    _fake_run(runs, "text-only-minilm-s2", 82.0, half, tweets)
+    _fake_run(runs, "full-tweetfiles-minilm-s1", 84.0, gold, tweets)
+    _fake_run(runs, "full-tweetfiles-minilm-s2", 85.0, gold, tweets, epochs=3)   # no partner: other epochs
+    realdata.summary(runs, tmp_path / "out")
+    res = json.loads((tmp_path / "out" / "realdata.json").read_text())
+    agg = {(a["setting"], a["epochs"]): a for a in res["by_setting"]}
+    assert agg[("text-only-minilm", 4)]["seeds"] == [1, 2]
+    assert agg[("text-only-minilm", 4)]["test"]["F1"] == f"81.00 ± {statistics.stdev([80, 82]):.2f}"
+    assert agg[("full-tweetfiles-minilm", 3)]["test"]["F1"] == "85.00"
+    (p,) = res["paired"]
+    assert (p["setting"], p["seed"], p["against"]) == ("full-tweetfiles-minilm", 1, "text-only-minilm")
+    # half of the 30 tweets lose the LOC span: 45 predicted of 60 gold, all correct -> 2*45/105
+    assert abs(p["delta_f1"] - (100 - 200 * 45 / 105)) < 1e-2 and p["p_b_not_better"] == 0.0
+    md = (tmp_path / "out" / "realdata.md").read_text()
+    assert "81.00 ± 1.41" in md and "| twitter2017 | full-tweetfiles-minilm | 1 | 4 |" in md
