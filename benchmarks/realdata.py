@@ -45,6 +45,14 @@ def configs(args):
     else:
         model = model.ablation(args.setting)
     tag = args.setting.replace("/", "").replace(" ", "_")          # "w/o Wiki" -> "wo_Wiki"
+    for item in args.model_set:                                    # e.g. gate_init=0.95
+        key, _, value = item.partition("=")
+        if not hasattr(model, key) or not value:
+            raise SystemExit(f"--model_set {item!r}: expected FIELD=VALUE with a ModelConfig field")
+        old = getattr(model, key)
+        cast = (lambda v: v.lower() in ("1", "true", "yes")) if isinstance(old, bool) else type(old)
+        model = dataclasses.replace(model, **{key: cast(value)})
+        tag += f"+{key}{value}"                                    # full-tweetfiles+gate_init0.95
     train = TrainConfig(output_dir=str(Path(args.runs) / args.dataset / f"{tag}-{args.encoder}-s{args.seed}"),
                         seed=args.seed, epochs=args.epochs, batch_size=args.batch_size,
                         micro_batch_size=args.micro_batch_size, lr=args.lr, head_lr=args.head_lr,
@@ -155,6 +163,8 @@ def main(argv=None) -> None:
     ap.add_argument("--head_lr", type=float, default=1e-3)
     ap.add_argument("--patience", type=int, default=2)
     ap.add_argument("--max_length", type=int, default=128)
+    ap.add_argument("--model_set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="override a ModelConfig field (repeatable); the run name gets +FIELDVALUE")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max_train_samples", type=int, default=None)
     ap.add_argument("--max_eval_samples", type=int, default=None)

@@ -52,3 +52,20 @@ def test_summary_groups_seeds_and_pairs_with_text_only(tmp_path):
     assert abs(p["delta_f1"] - (100 - 200 * 45 / 105)) < 1e-2 and p["p_b_not_better"] == 0.0
     md = (tmp_path / "out" / "realdata.md").read_text()
     assert "81.00 ± 1.41" in md and "| twitter2017 | full-tweetfiles-minilm | 1 | 4 |" in md
+
+
+def test_model_set_overrides_a_config_field_and_names_the_run():
+    realdata = _load("realdata")
+    import argparse
+    ns = argparse.Namespace(data_root="data", dataset="twitter2017", cache_dir="cache", max_length=96,
+                            max_train_samples=None, max_eval_samples=None, encoder="minilm",
+                            setting="full-tweetfiles", model_set=["gate_init=0.95", "use_vae=false"],
+                            runs="runs", seed=2, epochs=4, batch_size=16, micro_batch_size=16, lr=5e-5,
+                            head_lr=1e-3, patience=2, threads=1, progress=False)
+    _, model, train = realdata.configs(ns)
+    assert model.gate_init == 0.95 and model.use_vae is False and model.knowledge_source == "tweet_files"
+    assert train.output_dir.endswith("full-tweetfiles+gate_init0.95+use_vaefalse-minilm-s2")
+    ns.model_set = ["no_such_field=1"]
+    import pytest
+    with pytest.raises(SystemExit, match="no_such_field"):
+        realdata.configs(ns)

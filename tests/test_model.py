@@ -81,6 +81,32 @@ def test_gate_and_mix_follow_eq4_eq5():
     assert vis.shape == (2, 5) and ((vis > 0) & (vis < 1)).all()
 
 
+def test_gate_init_and_override():
+    """gate_init sets g of Eq. 4 at initialisation; gate_override (the branch probe) replaces it."""
+    from tvolib.model import CrossModalFusion
+    T, t_cls, V = torch.randn(3, 4, 16), torch.randn(3, 16), torch.randn(3, D_IMG)
+    torch.manual_seed(0)
+    g_half = CrossModalFusion(16, D_IMG, tiny_cfg(gate_init=0.5)).eval()(T, t_cls, V)[1]
+    torch.manual_seed(0)
+    cff = CrossModalFusion(16, D_IMG, tiny_cfg(gate_init=0.95)).eval()
+    R, g, _ = cff(T, t_cls, V)
+    # same weights, bias moved from 0 to logit(0.95): the logit shifts by exactly that much
+    shift = torch.logit(g) - torch.logit(g_half)
+    assert torch.allclose(shift, torch.full_like(shift, float(torch.logit(torch.tensor(0.95)))), atol=1e-4)
+    assert (g > 0.8).all() and (g_half < 0.8).all()
+    try:
+        cff.gate_override = 1.0
+        assert torch.allclose(cff(T, t_cls, V)[0], T)            # Eq. 5 with g = 1: R = T
+        cff.gate_override = 0.0
+        R0 = cff(T, t_cls, V)[0]
+        assert not torch.allclose(R0, T) and not torch.allclose(R0, R)
+    finally:
+        cff.gate_override = None
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="gate_init"):
+            CrossModalFusion(16, D_IMG, tiny_cfg(gate_init=bad))
+
+
 def test_single_key_reading_is_degenerate():
     """cross_memory="fused": softmax over one key, every token gets the whole visual vector."""
     from tvolib.model import CrossModalFusion

@@ -76,6 +76,8 @@ class ModelConfig:
     vae_weight: float = 1e-3                          # lambda of Eq. 9
     # CFF (added by the CFF issue; see tvolib/model.py)
     cross_memory: str = "fused+null"                  # keys/values of section 4.3: "fused+null" | "fused"
+    gate_init: float = 0.95                           # g of Eq. 4 at initialisation (bias of W_g^2 = logit);
+                                                      # near 1: training starts from the text branch T
     # architecture: "tvomner" (transformer text encoder; visual="none" = encoder-BiLSTM-CRF) or the
     # word-level baselines of Table 1 "bilstm_crf" | "cnn_bilstm_crf" (tvolib/baselines.py)
     arch: str = "tvomner"
