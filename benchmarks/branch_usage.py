@@ -20,7 +20,6 @@ Writes ``<run>/branch_usage_<split>.json`` and prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 from pathlib import Path
@@ -37,11 +36,10 @@ def main(argv=None):
 
     import torch
     torch.set_num_threads(args.threads)
-    from tvolib.config import DataConfig, from_dict
+    from tvolib.config import DataConfig, ModelConfig, from_dict
     from tvolib.data import Dataset
     from tvolib.evaluate import score
-    from tvolib.train import LABELS, _to, load_checkpoint, dataset_from_config, prepare_data, predict_examples
-    from tvolib.config import ModelConfig
+    from tvolib.train import LABELS, _to, dataset_from_config, load_checkpoint, predict_examples, prepare_data
 
     run = Path(args.run)
     ckpt = run / "best" if (run / "best").exists() else run
