@@ -9,7 +9,9 @@ Settings: ``text-only`` = tweet alone, no candidates, no knowledge, no visual pa
 ``full`` = candidates + local knowledge + optimized visual features (captions stand in for images);
 ``full-tweetfiles`` = the same with knowledge from the per-tweet files (PGIM auxiliary texts);
 any ablation name of ``ModelConfig.ABLATIONS`` also works. Runs go to ``runs/realdata/<dataset>/
-<setting>-s<seed>/``; ``--summary`` writes ``reports/results/realdata.{json,md}``.
+<setting>-s<seed>/``; ``--summary`` writes ``reports/results/realdata.{json,md}`` (with another
+``--runs`` folder, the tables go into that folder). Runs on a subsample (``--max_train_samples``,
+``--max_eval_samples``) are listed but left out of the tables.
 """
 from __future__ import annotations
 
@@ -77,11 +79,18 @@ def summary(runs: Path, out: Path, baseline: str = "text-only") -> None:
     """Tables from every finished run: one row per run, one row per setting over its seeds
     (mean ± sample std), and each full-model setting against the text-only run of the same seed and
     epochs (paired bootstrap over test tweets)."""
+    from tvolib.cache import atomic_write_text
     from tvolib.evaluate import TABLE1_COLUMNS, paired_bootstrap, read_predictions, table1_markdown
     rows, raw = {}, []
     groups: dict[tuple, list[dict]] = {}
+    subsampled = []
     for res in sorted(runs.glob("*/*/results.json")):
         r = json.loads(res.read_text())
+        cfg = res.parent / "config.json"
+        data_cfg = json.loads(cfg.read_text()).get("data", {}) if cfg.exists() else {}
+        if data_cfg.get("max_train_samples") is not None or data_cfg.get("max_eval_samples") is not None:
+            subsampled.append(str(res.parent))      # quick runs (max_*_samples) are not results
+            continue
         name = f"{r['dataset']} · {res.parent.name}"
         rows[name] = r["test"]
         group, seed = _group(res.parent)
@@ -126,8 +135,9 @@ def summary(runs: Path, out: Path, baseline: str = "text-only") -> None:
                        "seed": i["seed"], "epochs": i["epochs"],
                        "delta_valid_f1": round(i["best_valid_f1"] - base["best_valid_f1"], 2), **bs})
     out.mkdir(parents=True, exist_ok=True)
-    (out / "realdata.json").write_text(json.dumps({"finished": raw, "by_setting": agg, "paired": paired,
-                                                   "in_progress": partial}, indent=2) + "\n")
+    atomic_write_text(out / "realdata.json", json.dumps({"finished": raw, "by_setting": agg, "paired": paired,
+                                                   "in_progress": partial, "subsampled": subsampled},
+                                                  indent=2) + "\n")
     md = ["# Real-data results (test set, seqeval, best valid epoch)", "", "## Every run", "",
           table1_markdown(rows, "Run"), "", "## Per setting over seeds (mean ± sample std)", "",
           "| dataset | setting | epochs | seeds | " + " | ".join(TABLE1_COLUMNS) + " | best valid F1 |",
@@ -142,11 +152,14 @@ def summary(runs: Path, out: Path, baseline: str = "text-only") -> None:
         md += [f"| {p['dataset']} | {p['setting']} | {p['seed']} | {p['epochs']} | {p['delta_f1']:+.2f} | "
                f"[{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}] | {p['p_b_not_better']:.3f} | {p['delta_valid_f1']:+.2f} |"
                for p in paired]
+    if subsampled:
+        md += ["", "## Left out: runs on a subsample (max_train_samples / max_eval_samples)", ""]
+        md += [f"- `{r}`" for r in subsampled]
     if partial:
         md += ["", "## Unfinished runs (valid F1 per epoch so far)", ""]
         md += [f"- `{p['run']}`: epochs {p['epochs_done']}, valid F1 {[round(x, 2) for x in p['valid_f1_per_epoch']]}"
                for p in partial]
-    (out / "realdata.md").write_text("\n".join(md) + "\n")
+    atomic_write_text(out / "realdata.md", "\n".join(md) + "\n")
     print("\n".join(md))
 
 
@@ -173,8 +186,12 @@ def main(argv=None) -> None:
     ap.add_argument("--runs", default="runs/realdata")
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--summary", action="store_true", help="only write reports/results/realdata.*")
-    ap.add_argument("--out", default="reports/results")
+    ap.add_argument("--out", default=None,
+                    help="where the summary goes: reports/results for the default --runs, else the --runs folder "
+                         "(a scratch run never overwrites the committed tables)")
     args = ap.parse_args(argv)
+    if args.out is None:
+        args.out = "reports/results" if args.runs == "runs/realdata" else args.runs
     if args.summary:
         summary(Path(args.runs), Path(args.out))
         return

@@ -18,9 +18,11 @@ def _load(name):
     return mod
 
 
-def _fake_run(runs, name, f1, preds, tweets, epochs=4):
+def _fake_run(runs, name, f1, preds, tweets, epochs=4, max_train_samples=None):
     d = runs / "twitter2017" / name
     d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps({"data": {"max_train_samples": max_train_samples,
+                                                        "max_eval_samples": None}}))
     test = {"PER": f1, "LOC": f1, "ORG": f1, "MISC": f1, "Pre.": f1, "Rec.": f1, "F1": f1}
     (d / "results.json").write_text(json.dumps({
         "dataset": "twitter2017", "best_epoch": 2, "best_valid_f1": f1 + 1, "test": test,
@@ -40,6 +42,7 @@ def test_summary_groups_seeds_and_pairs_with_text_only(tmp_path):
     _fake_run(runs, "text-only-minilm-s2", 82.0, half, tweets)
     _fake_run(runs, "full-tweetfiles-minilm-s1", 84.0, gold, tweets)
     _fake_run(runs, "full-tweetfiles-minilm-s2", 85.0, gold, tweets, epochs=3)   # no partner: other epochs
+    _fake_run(runs, "text-only-minilm-s3", 10.0, half, tweets, max_train_samples=64)  # quick run: left out
     realdata.summary(runs, tmp_path / "out")
     res = json.loads((tmp_path / "out" / "realdata.json").read_text())
     agg = {(a["setting"], a["epochs"]): a for a in res["by_setting"]}
@@ -52,6 +55,17 @@ def test_summary_groups_seeds_and_pairs_with_text_only(tmp_path):
     assert abs(p["delta_f1"] - (100 - 200 * 45 / 105)) < 1e-2 and p["p_b_not_better"] == 0.0
     md = (tmp_path / "out" / "realdata.md").read_text()
     assert "81.00 ± 1.41" in md and "| twitter2017 | full-tweetfiles-minilm | 1 | 4 |" in md
+    assert res["subsampled"] == [str(runs / "twitter2017" / "text-only-minilm-s3")] and "Left out" in md
+
+
+def test_scratch_runs_folder_keeps_its_summary_out_of_reports(tmp_path, monkeypatch):
+    """``--runs /tmp/x`` without ``--out`` writes the tables into /tmp/x, not reports/results."""
+    realdata = _load("realdata")
+    seen = []
+    monkeypatch.setattr(realdata, "summary", lambda runs, out: seen.append((runs, out)))
+    realdata.main(["--summary", "--runs", str(tmp_path)])
+    realdata.main(["--summary"])
+    assert seen == [(tmp_path, tmp_path), (Path("runs/realdata"), Path("reports/results"))]
 
 
 def test_model_set_overrides_a_config_field_and_names_the_run():
