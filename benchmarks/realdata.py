@@ -80,7 +80,8 @@ def summary(runs: Path, out: Path, baseline: str = "text-only") -> None:
     (mean ± sample std), and each full-model setting against the text-only run of the same seed and
     epochs (paired bootstrap over test tweets)."""
     from tvolib.cache import atomic_write_text
-    from tvolib.evaluate import TABLE1_COLUMNS, paired_bootstrap, read_predictions, table1_markdown
+    from tvolib.evaluate import (TABLE1_COLUMNS, paired_bootstrap, paired_bootstrap_seeds, read_predictions,
+                                 table1_markdown)
     rows, raw = {}, []
     groups: dict[tuple, list[dict]] = {}
     subsampled = []
@@ -134,9 +135,26 @@ def summary(runs: Path, out: Path, baseline: str = "text-only") -> None:
         paired.append({"dataset": i["dataset"], "setting": i["group"], "against": base["group"],
                        "seed": i["seed"], "epochs": i["epochs"],
                        "delta_valid_f1": round(i["best_valid_f1"] - base["best_valid_f1"], 2), **bs})
+    # the same over all seeds a setting shares with text-only: mean Δ over seeds, one interval
+    pooled = []
+    by_group: dict[tuple, list[dict]] = {}
+    for p in paired:
+        by_group.setdefault((p["dataset"], p["setting"], p["against"], p["epochs"]), []).append(p)
+    for (ds, group, against, epochs), ps in sorted(by_group.items()):
+        if len(ps) < 2:
+            continue
+        seeds = sorted(p["seed"] for p in ps)
+        preds_a, preds_b, gold = [], [], None
+        for sd in seeds:
+            gold, pa = read_predictions(Path(by_key[(ds, against, sd, epochs)]["run"]) / "test_predictions.txt")
+            _, pb = read_predictions(Path(by_key[(ds, group, sd, epochs)]["run"]) / "test_predictions.txt")
+            preds_a.append(pa)
+            preds_b.append(pb)
+        pooled.append({"dataset": ds, "setting": group, "against": against, "epochs": epochs, "seeds": seeds,
+                       **paired_bootstrap_seeds(gold, preds_a, preds_b, n=2000, seed=0)})
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "realdata.json", json.dumps({"finished": raw, "by_setting": agg, "paired": paired,
-                                                   "in_progress": partial, "subsampled": subsampled},
+                                                   "paired_over_seeds": pooled, "in_progress": partial, "subsampled": subsampled},
                                                   indent=2) + "\n")
     md = ["# Real-data results (test set, seqeval, best valid epoch)", "", "## Every run", "",
           table1_markdown(rows, "Run"), "", "## Per setting over seeds (mean ± sample std)", "",
@@ -152,6 +170,14 @@ def summary(runs: Path, out: Path, baseline: str = "text-only") -> None:
         md += [f"| {p['dataset']} | {p['setting']} | {p['seed']} | {p['epochs']} | {p['delta_f1']:+.2f} | "
                f"[{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}] | {p['p_b_not_better']:.3f} | {p['delta_valid_f1']:+.2f} |"
                for p in paired]
+    if pooled:
+        md += ["", f"## Against {baseline}, over seeds (mean over seeds of the paired Δ; each resample scores "
+               "every seed on the same tweets)", "",
+               "| dataset | setting | epochs | seeds | Δ per seed | mean Δ test F1 | 95 % interval | p(not better) |",
+               "|---|---|---:|---|---|---:|---|---:|"]
+        md += [f"| {q['dataset']} | {q['setting']} | {q['epochs']} | {','.join(map(str, q['seeds']))} | "
+               + ", ".join(f"{d:+.2f}" for d in q["per_seed"]) + f" | {q['delta_f1']:+.2f} | "
+               f"[{q['ci95'][0]:+.2f}, {q['ci95'][1]:+.2f}] | {q['p_b_not_better']:.3f} |" for q in pooled]
     if subsampled:
         md += ["", "## Left out: runs on a subsample (max_train_samples / max_eval_samples)", ""]
         md += [f"- `{r}`" for r in subsampled]

@@ -43,18 +43,26 @@ def test_summary_groups_seeds_and_pairs_with_text_only(tmp_path):
     _fake_run(runs, "full-tweetfiles-minilm-s1", 84.0, gold, tweets)
     _fake_run(runs, "full-tweetfiles-minilm-s2", 85.0, gold, tweets, epochs=3)   # no partner: other epochs
     _fake_run(runs, "text-only-minilm-s3", 10.0, half, tweets, max_train_samples=64)  # quick run: left out
+    _fake_run(runs, "full-minilm-s1", 84.0, gold, tweets)
+    _fake_run(runs, "full-minilm-s2", 83.0, half, tweets)
     realdata.summary(runs, tmp_path / "out")
     res = json.loads((tmp_path / "out" / "realdata.json").read_text())
     agg = {(a["setting"], a["epochs"]): a for a in res["by_setting"]}
     assert agg[("text-only-minilm", 4)]["seeds"] == [1, 2]
     assert agg[("text-only-minilm", 4)]["test"]["F1"] == f"81.00 ± {statistics.stdev([80, 82]):.2f}"
     assert agg[("full-tweetfiles-minilm", 3)]["test"]["F1"] == "85.00"
-    (p,) = res["paired"]
+    p, q, r = sorted(res["paired"], key=lambda x: (x["setting"] != "full-tweetfiles-minilm", x["seed"]))
+    # full-minilm beats text-only by +x on seed 1 and ties on seed 2: over seeds, +x/2
+    assert (q["setting"], q["seed"], r["seed"], r["delta_f1"]) == ("full-minilm", 1, 2, 0.0)
+    (pooled,) = res["paired_over_seeds"]
+    assert pooled["setting"] == "full-minilm" and pooled["seeds"] == [1, 2]
+    assert pooled["per_seed"] == [q["delta_f1"], 0.0] and abs(pooled["delta_f1"] - q["delta_f1"] / 2) < 1e-2
     assert (p["setting"], p["seed"], p["against"]) == ("full-tweetfiles-minilm", 1, "text-only-minilm")
     # half of the 30 tweets lose the LOC span: 45 predicted of 60 gold, all correct -> 2*45/105
     assert abs(p["delta_f1"] - (100 - 200 * 45 / 105)) < 1e-2 and p["p_b_not_better"] == 0.0
     md = (tmp_path / "out" / "realdata.md").read_text()
     assert "81.00 ± 1.41" in md and "| twitter2017 | full-tweetfiles-minilm | 1 | 4 |" in md
+    assert "| twitter2017 | full-minilm | 4 | 1,2 |" in md
     assert res["subsampled"] == [str(runs / "twitter2017" / "text-only-minilm-s3")] and "Left out" in md
 
 

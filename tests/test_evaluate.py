@@ -80,3 +80,19 @@ def test_paired_bootstrap():
     assert m["ci95"][0] <= m["delta_f1"] <= m["ci95"][1]
     with pytest.raises(ValueError):
         paired_bootstrap(gold, worse[:-1], gold)
+
+
+def test_paired_bootstrap_over_seeds():
+    from tvolib.evaluate import paired_bootstrap, paired_bootstrap_seeds
+    gold = [["B-PER", "O", "B-LOC"], ["B-ORG", "I-ORG", "O"], ["O", "B-MISC"], ["B-PER", "O", "O"]] * 10
+    worse = [["B-PER", "O", "O"], ["B-ORG", "O", "O"], ["O", "O"], ["B-PER", "O", "O"]] * 10
+    # seed 1: no change; seed 2: worse -> gold (+50 points): the mean over seeds is +25
+    r = paired_bootstrap_seeds(gold, [gold, worse], [gold, gold], n=300)
+    assert r["per_seed"] == [0.0, 50.0] and r["delta_f1"] == pytest.approx(25.0)
+    assert 0 < r["ci95"][0] <= 25.0 <= r["ci95"][1] and r["p_b_not_better"] == 0.0
+    # one seed is the plain paired bootstrap, resample for resample
+    one = paired_bootstrap_seeds(gold, [worse], [gold], n=300, seed=3)
+    plain = paired_bootstrap(gold, worse, gold, n=300, seed=3)
+    assert {k: one[k] for k in plain} == plain
+    with pytest.raises(ValueError, match="same number of runs"):
+        paired_bootstrap_seeds(gold, [gold, worse], [gold])

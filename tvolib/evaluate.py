@@ -132,34 +132,50 @@ def paired_bootstrap(gold: Sequence[Sequence[str]], pred_a: Sequence[Sequence[st
     per-tweet counts (correct, predicted, gold spans). Returns the observed difference, its 95 %
     percentile interval and ``p_b_not_better``: the share of resamples in which b does not beat a
     (a one-sided p-value for "b is better than a")."""
+    return paired_bootstrap_seeds(gold, [pred_a], [pred_b], n=n, seed=seed)
+
+
+def paired_bootstrap_seeds(gold: Sequence[Sequence[str]], runs_a: Sequence[Sequence[Sequence[str]]],
+                           runs_b: Sequence[Sequence[Sequence[str]]], n: int = 2000, seed: int = 0) -> dict:
+    """The paired bootstrap of :func:`paired_bootstrap` for several seeds at once: ``runs_a[i]`` and
+    ``runs_b[i]`` are the predictions of seed i. Each resample draws one set of tweets and scores
+    every seed on it, so the statistic — the mean over seeds of ``F1(b_i) − F1(a_i)`` — carries both
+    the test-set sampling and the seed-to-seed spread. ``delta_f1`` is that mean on the full test set,
+    ``per_seed`` the differences it averages."""
     import numpy as np
     from seqeval.metrics.sequence_labeling import get_entities
-    _check(gold, pred_a)
-    _check(gold, pred_b)
+    if len(runs_a) != len(runs_b) or not runs_a:
+        raise ValueError(f"need the same number of runs on both sides, got {len(runs_a)} and {len(runs_b)}")
+    for pred in (*runs_a, *runs_b):
+        _check(gold, pred)
+    m = len(gold)
+    if m == 0:
+        raise ValueError("no tweets to resample")
+    gold_e = [set(get_entities(list(g))) for g in gold]
 
-    def counts(pred):
+    def counts(pred):   # per tweet: correct, predicted, gold spans
         rows = []
-        for g, p in zip(gold, pred):
-            ge, pe = set(get_entities(list(g))), set(get_entities(list(p)))
+        for ge, p in zip(gold_e, pred):
+            pe = set(get_entities(list(p)))
             rows.append((len(ge & pe), len(pe), len(ge)))
         return np.array(rows, dtype=np.int64).reshape(-1, 3)
 
-    ca, cb = counts(pred_a), counts(pred_b)
+    ca = np.stack([counts(p) for p in runs_a])      # (seeds, tweets, 3)
+    cb = np.stack([counts(p) for p in runs_b])
 
     def f1(c):  # c: (..., 3) summed counts
         tp, np_, ng = c[..., 0], c[..., 1], c[..., 2]
         denom = np_ + ng
         return np.where(denom > 0, 200.0 * tp / np.maximum(denom, 1), 0.0)   # 2PR/(P+R) = 2tp/(np+ng)
 
-    obs = float(f1(cb.sum(0)) - f1(ca.sum(0)))
+    per_seed = f1(cb.sum(1)) - f1(ca.sum(1))
+    obs = float(per_seed.mean())
     rng = np.random.default_rng(seed)
-    m = len(ca)
-    if m == 0:
-        raise ValueError("no tweets to resample")
     diffs = np.empty(n)
     for i in range(n):
         idx = rng.integers(0, m, m)
-        diffs[i] = f1(cb[idx].sum(0)) - f1(ca[idx].sum(0))
+        diffs[i] = (f1(cb[:, idx].sum(1)) - f1(ca[:, idx].sum(1))).mean()
     lo, hi = np.percentile(diffs, [2.5, 97.5])
     return {"delta_f1": round(obs, 3), "ci95": [round(float(lo), 3), round(float(hi), 3)],
-            "p_b_not_better": round(float((diffs <= 0).mean()), 4), "n_resamples": n, "n_tweets": m}
+            "p_b_not_better": round(float((diffs <= 0).mean()), 4), "n_resamples": n, "n_tweets": m,
+            "per_seed": [round(float(d), 3) for d in per_seed]}
