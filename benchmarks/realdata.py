@@ -75,10 +75,18 @@ def _mean_std(xs: list[float]) -> str:
     return f"{statistics.mean(xs):.2f} ± {statistics.stdev(xs):.2f}"
 
 
+def _section(title: str, columns: list[str]) -> list[str]:
+    """A markdown section opening a table; a column named ``"x:"`` is right-aligned."""
+    names = [c.rstrip(":") for c in columns]
+    rule = ["---:" if c.endswith(":") else "---" for c in columns]
+    return ["", f"## {title}", "", "| " + " | ".join(names) + " |", "|" + "|".join(rule) + "|"]
+
+
 def summary(runs: Path, out: Path, baseline: str = "text-only") -> None:
     """Tables from every finished run: one row per run, one row per setting over its seeds
-    (mean ± sample std), and each full-model setting against the text-only run of the same seed and
-    epochs (paired bootstrap over test tweets)."""
+    (mean ± sample std), each full-model setting against the text-only run of the same seed and
+    epochs (paired bootstrap over test tweets), and the same pooled over the seeds they share.
+    Runs on a subsample (``max_*_samples``) are listed but left out of every table."""
     from tvolib.cache import atomic_write_text
     from tvolib.evaluate import (TABLE1_COLUMNS, paired_bootstrap, paired_bootstrap_seeds, read_predictions,
                                  table1_markdown)
@@ -117,6 +125,13 @@ def summary(runs: Path, out: Path, baseline: str = "text-only") -> None:
                     "test": {c: _mean_std([i["test"][c] for i in items]) for c in TABLE1_COLUMNS},
                     "test_f1": [round(i["test"]["F1"], 2) for i in items],
                     "valid_f1": _mean_std([i["best_valid_f1"] for i in items])})
+    preds: dict[str, tuple] = {}        # run -> (gold, predicted): each file is read once
+
+    def predictions(run: str) -> tuple:
+        if run not in preds:
+            preds[run] = read_predictions(Path(run) / "test_predictions.txt")
+        return preds[run]
+
     # each setting against the text-only run of the same dataset, encoder, seed and epochs
     paired = []
     by_key = {(i["dataset"], i["group"], i["seed"], i["epochs"]): i for i in raw}
@@ -127,8 +142,8 @@ def summary(runs: Path, out: Path, baseline: str = "text-only") -> None:
         base = by_key.get((i["dataset"], f"{baseline}-{enc}", i["seed"], i["epochs"]))
         if base is None:
             continue
-        gold, pa = read_predictions(Path(base["run"]) / "test_predictions.txt")
-        gold_b, pb = read_predictions(Path(i["run"]) / "test_predictions.txt")
+        gold, pa = predictions(base["run"])
+        gold_b, pb = predictions(i["run"])
         if gold != gold_b:
             raise ValueError(f"{i['run']} and {base['run']} were scored on different test sets")
         bs = paired_bootstrap(gold, pa, pb, n=2000, seed=0)
@@ -146,35 +161,33 @@ def summary(runs: Path, out: Path, baseline: str = "text-only") -> None:
         seeds = sorted(p["seed"] for p in ps)
         preds_a, preds_b, gold = [], [], None
         for sd in seeds:
-            gold, pa = read_predictions(Path(by_key[(ds, against, sd, epochs)]["run"]) / "test_predictions.txt")
-            _, pb = read_predictions(Path(by_key[(ds, group, sd, epochs)]["run"]) / "test_predictions.txt")
+            gold, pa = predictions(by_key[(ds, against, sd, epochs)]["run"])
+            _, pb = predictions(by_key[(ds, group, sd, epochs)]["run"])
             preds_a.append(pa)
             preds_b.append(pb)
         pooled.append({"dataset": ds, "setting": group, "against": against, "epochs": epochs, "seeds": seeds,
                        **paired_bootstrap_seeds(gold, preds_a, preds_b, n=2000, seed=0)})
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "realdata.json", json.dumps({"finished": raw, "by_setting": agg, "paired": paired,
-                                                   "paired_over_seeds": pooled, "in_progress": partial, "subsampled": subsampled},
-                                                  indent=2) + "\n")
+                                                   "paired_over_seeds": pooled, "in_progress": partial,
+                                                   "subsampled": subsampled}, indent=2) + "\n")
     md = ["# Real-data results (test set, seqeval, best valid epoch)", "", "## Every run", "",
-          table1_markdown(rows, "Run"), "", "## Per setting over seeds (mean ± sample std)", "",
-          "| dataset | setting | epochs | seeds | " + " | ".join(TABLE1_COLUMNS) + " | best valid F1 |",
-          "|---|---|---:|---|" + "---:|" * (len(TABLE1_COLUMNS) + 1)]
+          table1_markdown(rows, "Run")]
+    md += _section("Per setting over seeds (mean ± sample std)",
+                   ["dataset", "setting", "epochs:", "seeds", *(c + ":" for c in TABLE1_COLUMNS), "best valid F1:"])
     md += [f"| {a['dataset']} | {a['setting']} | {a['epochs']} | {','.join(map(str, a['seeds']))} | "
            + " | ".join(a["test"][c] for c in TABLE1_COLUMNS) + f" | {a['valid_f1']} |" for a in agg]
     if paired:
-        md += ["", f"## Against {baseline} (same dataset, encoder, seed, epochs; paired bootstrap over test "
-               "tweets, 2000 resamples)", "",
-               "| dataset | setting | seed | epochs | Δ test F1 | 95 % interval | p(not better) | Δ valid F1 |",
-               "|---|---|---:|---:|---:|---|---:|---:|"]
+        md += _section(f"Against {baseline} (same dataset, encoder, seed, epochs; paired bootstrap over test "
+                       "tweets, 2000 resamples)", ["dataset", "setting", "seed:", "epochs:", "Δ test F1:",
+                                                   "95 % interval", "p(not better):", "Δ valid F1:"])
         md += [f"| {p['dataset']} | {p['setting']} | {p['seed']} | {p['epochs']} | {p['delta_f1']:+.2f} | "
                f"[{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}] | {p['p_b_not_better']:.3f} | {p['delta_valid_f1']:+.2f} |"
                for p in paired]
     if pooled:
-        md += ["", f"## Against {baseline}, over seeds (mean over seeds of the paired Δ; each resample scores "
-               "every seed on the same tweets)", "",
-               "| dataset | setting | epochs | seeds | Δ per seed | mean Δ test F1 | 95 % interval | p(not better) |",
-               "|---|---|---:|---|---|---:|---|---:|"]
+        md += _section(f"Against {baseline}, over seeds (mean over seeds of the paired Δ; each resample scores "
+                       "every seed on the same tweets)", ["dataset", "setting", "epochs:", "seeds", "Δ per seed",
+                                                          "mean Δ test F1:", "95 % interval", "p(not better):"])
         md += [f"| {q['dataset']} | {q['setting']} | {q['epochs']} | {','.join(map(str, q['seeds']))} | "
                + ", ".join(f"{d:+.2f}" for d in q["per_seed"]) + f" | {q['delta_f1']:+.2f} | "
                f"[{q['ci95'][0]:+.2f}, {q['ci95'][1]:+.2f}] | {q['p_b_not_better']:.3f} |" for q in pooled]
