@@ -22,6 +22,10 @@ import re
 import statistics
 import sys
 from pathlib import Path
+# The committed runs cut the augmented input at 96 sub-tokens (no tweet is longer than 80, so only
+# knowledge is cut). Runs with another length get "+lenN" in their name, so they never resume or
+# overwrite a run of another length.
+DEFAULT_MAX_LENGTH = 96
 
 SETTINGS = {
     "text-only": {"use_candidates": False, "use_knowledge": False, "visual": "none"},
@@ -55,6 +59,8 @@ def configs(args):
         cast = (lambda v: v.lower() in ("1", "true", "yes")) if isinstance(old, bool) else type(old)
         model = dataclasses.replace(model, **{key: cast(value)})
         tag += f"+{key}{value}"                                    # full-tweetfiles+gate_init0.95
+    if args.max_length != DEFAULT_MAX_LENGTH:
+        tag += f"+len{args.max_length}"                            # full-tweetfiles+gate_init0.95+len160
     train = TrainConfig(output_dir=str(Path(args.runs) / args.dataset / f"{tag}-{args.encoder}-s{args.seed}"),
                         seed=args.seed, epochs=args.epochs, batch_size=args.batch_size,
                         micro_batch_size=args.micro_batch_size, lr=args.lr, head_lr=args.head_lr,
@@ -214,7 +220,8 @@ def main(argv=None) -> None:
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--head_lr", type=float, default=1e-3)
     ap.add_argument("--patience", type=int, default=2)
-    ap.add_argument("--max_length", type=int, default=128)
+    ap.add_argument("--max_length", type=int, default=DEFAULT_MAX_LENGTH,
+                    help=f"sub-tokens of the augmented input; other than {DEFAULT_MAX_LENGTH}, the run name gets +lenN")
     ap.add_argument("--model_set", action="append", default=[], metavar="FIELD=VALUE",
                     help="override a ModelConfig field (repeatable); the run name gets +FIELDVALUE")
     ap.add_argument("--threads", type=int, default=2)

@@ -87,6 +87,12 @@ def test_model_set_overrides_a_config_field_and_names_the_run():
     _, model, train = realdata.configs(ns)
     assert model.gate_init == 0.95 and model.use_vae is False and model.knowledge_source == "tweet_files"
     assert train.output_dir.endswith("full-tweetfiles+gate_init0.95+use_vaefalse-minilm-s2")
+    # another input length is another run: its own folder, never a resumption of the 96 one
+    ns.max_length = 160
+    data, _, train = realdata.configs(ns)
+    assert data.max_length == 160
+    assert train.output_dir.endswith("full-tweetfiles+gate_init0.95+use_vaefalse+len160-minilm-s2")
+    ns.max_length = 96
     ns.model_set = ["no_such_field=1"]
     import pytest
     with pytest.raises(SystemExit, match="no_such_field"):

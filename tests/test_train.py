@@ -76,6 +76,14 @@ def test_deterministic_and_resume_after_kill_gives_same_weights(tmp_path, stand_
     assert part["interrupted"] and part["epoch"] == 1
     state = json.loads((tmp_path / "c" / "last" / "state.json").read_text())
     assert state["epoch"] == 1
+    # the same folder with other settings is refused, naming what differs, and left as it was
+    import dataclasses
+    for d, m, t, field in ((data, model, dataclasses.replace(tr, lr=5e-4), "train.lr"),
+                           (dataclasses.replace(data, max_length=48), model, tr, "data.max_length"),
+                           (data, dataclasses.replace(model, gate_init=0.5), tr, "model.gate_init")):
+        with pytest.raises(ValueError, match=rf"cannot resume.*{field}: checkpoint"):
+            train(d, m, t, encoder_config=enc)
+    assert json.loads((tmp_path / "c" / "last" / "state.json").read_text())["epoch"] == 1
     rc = train(data, model, tr, encoder_config=enc)
     assert same_weights(weights(tmp_path / "a" / "last"), weights(tmp_path / "c" / "last"))
     assert [h["step_losses"] for h in ra["history"]] == [h["step_losses"] for h in rc["history"]]

@@ -336,6 +336,29 @@ def save_training_state(path: Path, model, opt, sched, state: dict, data_cfg, mo
                                             "python_rng": [py_state[0], list(py_state[1]), py_state[2]]})
 
 
+# Fields that may change between a run and its resumption: where and how it runs, how long it
+# goes on. Every other field of the three configs must match the checkpoint's.
+RESUME_FREE = {"data": {"cache_dir"},
+               "train": {"output_dir", "epochs", "patience", "resume", "progress", "num_threads", "device",
+                         "eval_batch_size", "max_epoch_steps"}}
+
+
+def check_resumable(path: Path, data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig) -> None:
+    """Raise ``ValueError`` when ``path/checkpoint.json`` was trained with other settings than the
+    ones asked for now (resuming would silently mix two experiments in one folder)."""
+    info = json.loads((path / "checkpoint.json").read_text())
+    diffs = []
+    for part, cfg in (("data", data_cfg), ("model", model_cfg), ("train", train_cfg)):
+        saved, now = info.get(part) or {}, to_dict(cfg)
+        for k in sorted(set(saved) | set(now)):
+            if k in RESUME_FREE.get(part, ()) or saved.get(k) == now.get(k):
+                continue
+            diffs.append(f"{part}.{k}: checkpoint {saved.get(k)!r}, now {now.get(k)!r}")
+    if diffs:
+        raise ValueError(f"{path.parent}: cannot resume, this folder holds a run with other settings ("
+                         + "; ".join(diffs) + "). Choose another output_dir, or set resume=False to start over.")
+
+
 def load_training_state(path: Path, model, opt, sched) -> dict:
     from safetensors.torch import load_file
     model.load_state_dict(load_file(str(path / "model.safetensors")))
@@ -507,6 +530,9 @@ def train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, 
     is_main = rank == 0
     out_dir = Path(train_cfg.output_dir)
     seed_everything(train_cfg.seed)
+    last = out_dir / "last"
+    if train_cfg.resume and (last.exists() or last.with_name("last.old").exists()):
+        check_resumable(_resolve_ckpt(last), data_cfg, model_cfg, train_cfg)   # before any slow preparation
 
     if prepared is None:
         ds = ds or dataset_from_config(data_cfg)
@@ -527,7 +553,6 @@ def train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, 
     sched = linear_schedule(opt, int(train_cfg.warmup_ratio * total_steps), total_steps)
 
     state = {"epoch": 0, "step": 0, "best_f1": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": []}
-    last = out_dir / "last"
     if train_cfg.resume and (last.exists() or last.with_name("last.old").exists()):
         state = load_training_state(_resolve_ckpt(last), model, opt, sched)
         if is_main:
