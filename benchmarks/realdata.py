@@ -4,6 +4,7 @@ full model, one setting and one seed per call; resumable (run the same command a
     python benchmarks/realdata.py --dataset twitter2017 --setting text-only --seed 1
     python benchmarks/realdata.py --dataset twitter2017 --setting full --seed 1
     python benchmarks/realdata.py --summary            # tables from every finished run
+    python benchmarks/realdata.py --dataset twitter2015 --compare A B   # setting B against A
 
 Settings: ``text-only`` = tweet alone, no candidates, no knowledge, no visual part (encoder-BiLSTM-CRF);
 ``full`` = candidates + local knowledge + optimized visual features (captions stand in for images);
@@ -208,6 +209,47 @@ def summary(runs: Path, out: Path, baseline: str = "text-only") -> None:
     print("\n".join(md))
 
 
+def compare(runs: Path, dataset: str, a: str, b: str) -> dict:
+    """Setting ``b`` against setting ``a`` (run names without ``-s<seed>``, e.g.
+    ``full-tweetfiles+gate_init0.95-minilm``) over the seeds both finished on ``dataset``: the
+    paired bootstrap over test tweets of :func:`tvolib.evaluate.paired_bootstrap_seeds`."""
+    from tvolib.evaluate import paired_bootstrap_seeds, read_predictions
+
+    def finished(group: str) -> dict[int, Path]:
+        found = {}
+        for res in (runs / dataset).glob(f"{glob_escape(group)}-s*/results.json"):
+            name, seed = _group(res.parent)
+            if name == group:
+                found[seed] = res.parent
+        return found
+
+    runs_a, runs_b = finished(a), finished(b)
+    seeds = sorted(set(runs_a) & set(runs_b))
+    if not seeds:
+        raise SystemExit(f"--compare: no seed has finished both {a!r} ({sorted(runs_a) or 'none'}) and {b!r} "
+                         f"({sorted(runs_b) or 'none'}) under {runs / dataset}")
+    gold, preds_a, preds_b = None, [], []
+    for sd in seeds:
+        g_a, p_a = read_predictions(runs_a[sd] / "test_predictions.txt")
+        g_b, p_b = read_predictions(runs_b[sd] / "test_predictions.txt")
+        if g_a != g_b or (gold is not None and g_a != gold):
+            raise SystemExit(f"--compare: {runs_a[sd]} and {runs_b[sd]} were scored on different test sets")
+        gold = g_a
+        preds_a.append(p_a)
+        preds_b.append(p_b)
+    res = {"dataset": dataset, "a": a, "b": b, "seeds": seeds,
+           **paired_bootstrap_seeds(gold, preds_a, preds_b, n=2000, seed=0)}
+    print(f"{dataset}: {b} against {a}, seeds {','.join(map(str, seeds))}: Δ test F1 per seed "
+          + ", ".join(f"{d:+.2f}" for d in res["per_seed"]) + f"; mean {res['delta_f1']:+.2f} "
+          f"(95 % interval {res['ci95'][0]:+.2f} to {res['ci95'][1]:+.2f}, p(not better) {res['p_b_not_better']:.3f})")
+    return res
+
+
+def glob_escape(name: str) -> str:
+    """``name`` with the glob metacharacters quoted (run names hold ``+`` and ``.``, never ``*?[``)."""
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="twitter2017", choices=["twitter2015", "twitter2017"])
@@ -232,6 +274,9 @@ def main(argv=None) -> None:
     ap.add_argument("--runs", default="runs/realdata")
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--summary", action="store_true", help="only write reports/results/realdata.*")
+    ap.add_argument("--compare", nargs=2, metavar=("A", "B"), default=None,
+                    help="print setting B against setting A on --dataset (run names without -s<seed>), "
+                         "paired bootstrap over the seeds both finished")
     ap.add_argument("--out", default=None,
                     help="where the summary goes: reports/results for the default --runs, else the --runs folder "
                          "(a scratch run never overwrites the committed tables)")
@@ -240,6 +285,9 @@ def main(argv=None) -> None:
         args.out = "reports/results" if args.runs == "runs/realdata" else args.runs
     if args.summary:
         summary(Path(args.runs), Path(args.out))
+        return
+    if args.compare:
+        compare(Path(args.runs), args.dataset, *args.compare)
         return
     import torch
     torch.set_num_threads(args.threads)

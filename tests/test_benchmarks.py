@@ -97,3 +97,30 @@ def test_model_set_overrides_a_config_field_and_names_the_run():
     import pytest
     with pytest.raises(SystemExit, match="no_such_field"):
         realdata.configs(ns)
+
+
+def test_compare_pairs_two_settings_over_shared_seeds(tmp_path, capsys):
+    """``--compare A B``: B against A over the seeds both finished (here 1 and 2, not A's seed 3),
+    with a clear message when they share none."""
+    import pytest
+    realdata = _load("realdata")
+    tweets = [Tweet(id=str(i), tokens=["Obama", "in", "Paris"], labels=["B-PER", "O", "B-LOC"])
+              for i in range(30)]
+    gold = [t.labels for t in tweets]
+    half = [["B-PER", "O", "O"] if i % 2 else g for i, g in enumerate(gold)]
+    runs = tmp_path / "runs"
+    for sd in (1, 2, 3):
+        _fake_run(runs, f"full+gate_init0.95-minilm-s{sd}", 80.0, half, tweets)
+    _fake_run(runs, "full+gate_init0.95+len160-minilm-s1", 84.0, gold, tweets)
+    _fake_run(runs, "full+gate_init0.95+len160-minilm-s2", 80.0, half, tweets)
+    _fake_run(runs, "full+gate_init0.95+len160+x-minilm-s3", 84.0, gold, tweets)   # another setting
+    realdata.main(["--runs", str(runs), "--compare", "full+gate_init0.95-minilm",
+                   "full+gate_init0.95+len160-minilm"])
+    out = capsys.readouterr().out
+    res = realdata.compare(runs, "twitter2017", "full+gate_init0.95-minilm", "full+gate_init0.95+len160-minilm")
+    gain = 100 - 200 * 45 / 105
+    assert res["seeds"] == [1, 2] and abs(res["per_seed"][0] - gain) < 1e-2 and res["per_seed"][1] == 0.0
+    assert abs(res["delta_f1"] - gain / 2) < 1e-2
+    assert "seeds 1,2" in out and f"mean {res['delta_f1']:+.2f}" in out
+    with pytest.raises(SystemExit, match="no seed has finished both"):
+        realdata.compare(runs, "twitter2017", "full+gate_init0.95-minilm", "text-only-minilm")

@@ -531,8 +531,10 @@ def train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, 
     out_dir = Path(train_cfg.output_dir)
     seed_everything(train_cfg.seed)
     last = out_dir / "last"
-    if train_cfg.resume and (last.exists() or last.with_name("last.old").exists()):
-        check_resumable(_resolve_ckpt(last), data_cfg, model_cfg, train_cfg)   # before any slow preparation
+    resume_from = (_resolve_ckpt(last) if train_cfg.resume and (last.exists() or last.with_name("last.old").exists())
+                   else None)
+    if resume_from is not None:
+        check_resumable(resume_from, data_cfg, model_cfg, train_cfg)   # before any slow preparation
 
     if prepared is None:
         ds = ds or dataset_from_config(data_cfg)
@@ -553,8 +555,8 @@ def train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, 
     sched = linear_schedule(opt, int(train_cfg.warmup_ratio * total_steps), total_steps)
 
     state = {"epoch": 0, "step": 0, "best_f1": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": []}
-    if train_cfg.resume and (last.exists() or last.with_name("last.old").exists()):
-        state = load_training_state(_resolve_ckpt(last), model, opt, sched)
+    if resume_from is not None:
+        state = load_training_state(resume_from, model, opt, sched)
         if is_main:
             print(f"resuming {out_dir} after epoch {state['epoch']} (best valid F1 "
                   f"{state['best_f1']:.2f} at epoch {state['best_epoch']})")
