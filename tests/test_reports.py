@@ -73,3 +73,27 @@ def test_parse_value():
     assert reports.parse_value("None") is None and reports.parse_value("3") == 3
     assert reports.parse_value("../shared/data/twitter2015") == "../shared/data/twitter2015"
     assert reports.parse_value("true") is True
+
+
+def test_section_key_the_notebook_does_not_declare_is_an_error(tmp_path):
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    make_nb(nbs / "01_a.ipynb", ["print(x)"])
+    pf = tmp_path / "p.yaml"
+    pf.write_text("x: 2\n01_a:\n  sead: 7\n")          # a typo of seed
+    with pytest.raises(SystemExit, match=r"p\.yaml: section '01_a' sets \['sead'\]"):
+        reports.params_for(nbs / "01_a.ipynb", reports.load_params_file(pf), {}, source=str(pf))
+
+
+@pytest.mark.parametrize("name", ["twitter2015", "twitter2017"])
+def test_shipped_params_files_only_set_declared_parameters(name):
+    """Every section of params/<dataset>.yaml names a notebook and only its declared parameters."""
+    pf = REPO / "params" / f"{name}.yaml"
+    file_params = reports.load_params_file(pf)
+    nbs = {nb.stem: nb for nb in reports.find_notebooks(REPO / "notebooks")}
+    sections = [k for k, v in file_params.items() if isinstance(v, dict) and k[:2].isdigit()]
+    assert sections and set(sections) <= set(nbs)
+    for stem in sections:
+        p = reports.params_for(nbs[stem], file_params, {}, source=str(pf))
+        assert set(file_params[stem]) <= set(p)
+    assert reports.params_for(nbs["04_train_tvomner"], file_params, {})["knowledge_source"] == "tweet_files"

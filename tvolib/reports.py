@@ -104,10 +104,18 @@ def check_no_secrets(params: dict, where: str) -> None:
                              f"the environment (e.g. OPENAI_API_KEY) and never passed as parameters")
 
 
-def params_for(nb: Path, file_params: dict, cli_params: dict) -> dict:
+def params_for(nb: Path, file_params: dict, cli_params: dict, source: str = "parameters file") -> dict:
+    """The parameters ``nb`` runs with: top-level keys of the file that it declares, then its own
+    section (``<stem>:``), then ``-p`` flags. A key of its own section that it does not declare is
+    an error naming ``source`` (a typo there would otherwise be dropped without a word)."""
     declared = declared_parameters(nb)
     merged = {k: v for k, v in file_params.items() if not isinstance(v, dict) or k in declared}
-    merged.update(file_params.get(nb.stem, {}) if isinstance(file_params.get(nb.stem), dict) else {})
+    section = file_params.get(nb.stem) if isinstance(file_params.get(nb.stem), dict) else {}
+    undeclared = sorted(set(section) - set(declared))
+    if undeclared:
+        raise SystemExit(f"{source}: section {nb.stem!r} sets {undeclared}, which {nb.name} does not declare "
+                         f"in its parameters cell (it declares {sorted(declared)})")
+    merged.update(section)
     merged.update(cli_params)
     chosen = {k: v for k, v in merged.items() if k in declared}
     check_no_secrets(chosen, nb.name)
@@ -258,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     used = set()
     plans = []
     for nb in nbs:
-        p = params_for(nb, file_params, cli)
+        p = params_for(nb, file_params, cli, source=args.params or "parameters file")
         used |= set(p)
         plans.append((nb, p))
     unused = set(cli) - used
