@@ -50,6 +50,15 @@ def test_failing_notebook_names_notebook_and_cell(tmp_path):
     assert (tmp_path / "out" / "02_bad.ipynb").exists()           # partial copy kept
     assert not (tmp_path / "out" / "03_never.ipynb").exists()     # the run stopped
     assert json.loads((tmp_path / "out" / "02_bad.json").read_text())["status"] == "failed"
+    summary = (tmp_path / "out" / "SUMMARY.md").read_text()
+    assert "| [01_ok.ipynb](01_ok.html) | ok |" in summary and "| [02_bad.ipynb](02_bad.html) | failed |" in summary
+    # fix the notebook, rerun it alone: its row turns ok, the other rows stay
+    make_nb(nbs / "02_bad.ipynb", ["y = 2"])
+    r = run_cli("--notebooks", str(nbs), "--out", str(tmp_path / "out"), "--only", "02", "-p", "x=6")
+    assert r.returncode == 0, r.stderr
+    summary = (tmp_path / "out" / "SUMMARY.md").read_text()
+    assert "| [01_ok.ipynb](01_ok.html) | ok |" in summary and "x=5" in summary
+    assert "| [02_bad.ipynb](02_bad.html) | ok |" in summary and "x=6" in summary and "03_never" not in summary
 
 
 def test_params_file_sections_and_cli_precedence(tmp_path):

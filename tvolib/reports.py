@@ -273,22 +273,35 @@ def main(argv: list[str] | None = None) -> int:
     if unused:
         print(f"warning: no notebook declares {sorted(unused)}", file=sys.stderr)
     out = Path(args.out)
-    summary = []
     for nb, p in plans:
         print(f"[reports] {nb.name} {json.dumps(p, default=str) if p else ''}", flush=True)
         try:
             rec = run_notebook(nb, out, p, Path(args.cwd), args.kernel, args.timeout)
         except NotebookFailed as e:
             print(f"[reports] FAILED {e}\n[reports] partial output: {out / nb.name}", file=sys.stderr)
+            write_summary(out)
             return 1
-        summary.append(rec)
         print(f"[reports] ok {nb.name} in {rec['wall_seconds']:.1f}s -> {out / nb.name}", flush=True)
-    lines = ["| notebook | status | seconds | parameters |", "|---|---|---:|---|"]
-    for r in summary:
-        over = ", ".join(f"{k}={r['parameters'][k]}" for k in r["parameters_overridden"])
-        lines.append(f"| [{r['executed']}]({r['html']}) | {r['status']} | {r['wall_seconds']:.1f} | {over} |")
-    atomic_write_text(out / "SUMMARY.md", "# Report run\n\n" + "\n".join(lines) + "\n")
+    write_summary(out)
     return 0
+
+
+def write_summary(out: Path) -> None:
+    """``out/SUMMARY.md`` from every report record in ``out`` (``NN_name.json``), so a run of one
+    notebook (``--only``) updates its row and keeps the others, each with its own commit and time."""
+    lines = ["| notebook | status | seconds | started (UTC) | commit | parameters |", "|---|---|---:|---|---|---|"]
+    for path in sorted(out.glob("[0-9][0-9]_*.json")):
+        try:
+            r = json.loads(path.read_text())
+            over = ", ".join(f"{k}={r['parameters'][k]}" for k in r["parameters_overridden"])
+            git = r.get("git") or {}
+            commit = (git.get("commit") or "")[:7] + (" (dirty)" if git.get("dirty") else "")
+            lines.append(f"| [{r['executed']}]({r['html']}) | {r['status']} | {r['wall_seconds']:.1f} | "
+                         f"{r.get('started', '')} | {commit} | {over} |")
+        except (ValueError, KeyError, TypeError) as e:      # not a report record: say so, skip it
+            print(f"warning: {path}: not a report record ({type(e).__name__}: {e}); left out of SUMMARY.md",
+                  file=sys.stderr)
+    atomic_write_text(out / "SUMMARY.md", "# Report runs\n\n" + "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
