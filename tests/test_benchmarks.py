@@ -31,12 +31,18 @@ def _fake_run(runs, name, f1, preds, tweets, epochs=4, max_train_samples=None):
     write_predictions(d / "test_predictions.txt", tweets, preds)
 
 
-def test_summary_groups_seeds_and_pairs_with_text_only(tmp_path):
-    realdata = _load("realdata")
+def _toy_predictions():
+    """30 tweets "Obama in Paris", their gold labels, and predictions that miss every other LOC."""
     tweets = [Tweet(id=str(i), tokens=["Obama", "in", "Paris"], labels=["B-PER", "O", "B-LOC"])
               for i in range(30)]
     gold = [t.labels for t in tweets]
     half = [["B-PER", "O", "O"] if i % 2 else g for i, g in enumerate(gold)]
+    return tweets, gold, half
+
+
+def test_summary_groups_seeds_and_pairs_with_text_only(tmp_path):
+    realdata = _load("realdata")
+    tweets, gold, half = _toy_predictions()
     runs = tmp_path / "runs"
     _fake_run(runs, "text-only-minilm-s1", 80.0, half, tweets)
     _fake_run(runs, "text-only-minilm-s2", 82.0, half, tweets)
@@ -104,10 +110,7 @@ def test_compare_pairs_two_settings_over_shared_seeds(tmp_path, capsys):
     with a clear message when they share none."""
     import pytest
     realdata = _load("realdata")
-    tweets = [Tweet(id=str(i), tokens=["Obama", "in", "Paris"], labels=["B-PER", "O", "B-LOC"])
-              for i in range(30)]
-    gold = [t.labels for t in tweets]
-    half = [["B-PER", "O", "O"] if i % 2 else g for i, g in enumerate(gold)]
+    tweets, gold, half = _toy_predictions()
     runs = tmp_path / "runs"
     for sd in (1, 2, 3):
         _fake_run(runs, f"full+gate_init0.95-minilm-s{sd}", 80.0, half, tweets)
