@@ -89,35 +89,55 @@ def _section(title: str, columns: list[str]) -> list[str]:
     return ["", f"## {title}", "", "| " + " | ".join(names) + " |", "|" + "|".join(rule) + "|"]
 
 
+def finished_runs(runs: Path) -> tuple[list[dict], list[str]]:
+    """Every finished run under ``runs/<dataset>/<setting>-s<seed>/`` as a dict (dataset, group,
+    seed, epochs, test scores...), and the runs on a subsample (``max_*_samples``), which are
+    quick checks, not results, and are left out of every table and comparison."""
+    raw, subsampled = [], []
+    for res in sorted(runs.glob("*/*/results.json")):
+        r = json.loads(res.read_text())
+        cfg = res.parent / "config.json"
+        data_cfg = json.loads(cfg.read_text()).get("data", {}) if cfg.exists() else {}
+        if data_cfg.get("max_train_samples") is not None or data_cfg.get("max_eval_samples") is not None:
+            subsampled.append(str(res.parent))
+            continue
+        group, seed = _group(res.parent)
+        raw.append({"run": str(res.parent), "dataset": r["dataset"], "group": group, "seed": seed,
+                    "epochs": r.get("train", {}).get("epochs"), "best_epoch": r["best_epoch"],
+                    "best_valid_f1": r["best_valid_f1"], "test": r["test"], "epochs_run": r["epochs_run"],
+                    "tweets_per_s": [h["tweets_per_s"] for h in r["history"]],
+                    "valid_f1_per_epoch": [h["valid_f1"] for h in r["history"]]})
+    return raw, subsampled
+
+
+def paired_over_seeds(pairs: list[tuple[str, str]], predictions) -> dict:
+    """:func:`tvolib.evaluate.paired_bootstrap_seeds` for (run a, run b) folder pairs, one per seed;
+    ``predictions(run)`` gives (gold, predicted). Every run must be scored on the same test set."""
+    from tvolib.evaluate import paired_bootstrap_seeds
+    gold, preds_a, preds_b = None, [], []
+    for run_a, run_b in pairs:
+        g_a, p_a = predictions(run_a)
+        g_b, p_b = predictions(run_b)
+        if g_a != g_b or (gold is not None and g_a != gold):
+            raise ValueError(f"{run_a} and {run_b} were not scored on the same test set as the other seeds")
+        gold = g_a
+        preds_a.append(p_a)
+        preds_b.append(p_b)
+    return paired_bootstrap_seeds(gold, preds_a, preds_b, n=2000, seed=0)
+
+
 def summary(runs: Path, out: Path, baseline: str = "text-only") -> None:
     """Tables from every finished run: one row per run, one row per setting over its seeds
     (mean ± sample std), each full-model setting against the text-only run of the same seed and
     epochs (paired bootstrap over test tweets), and the same pooled over the seeds they share.
     Runs on a subsample (``max_*_samples``) are listed but left out of every table."""
     from tvolib.cache import atomic_write_text
-    from tvolib.evaluate import (TABLE1_COLUMNS, paired_bootstrap, paired_bootstrap_seeds, read_predictions,
-                                 table1_markdown)
-    rows, raw = {}, []
+    from tvolib.evaluate import TABLE1_COLUMNS, paired_bootstrap, read_predictions, table1_markdown
+    raw, subsampled = finished_runs(runs)
+    rows = {f"{i['dataset']} · {Path(i['run']).name}": i["test"] for i in raw}
     groups: dict[tuple, list[dict]] = {}
-    subsampled = []
-    for res in sorted(runs.glob("*/*/results.json")):
-        r = json.loads(res.read_text())
-        cfg = res.parent / "config.json"
-        data_cfg = json.loads(cfg.read_text()).get("data", {}) if cfg.exists() else {}
-        if data_cfg.get("max_train_samples") is not None or data_cfg.get("max_eval_samples") is not None:
-            subsampled.append(str(res.parent))      # quick runs (max_*_samples) are not results
-            continue
-        name = f"{r['dataset']} · {res.parent.name}"
-        rows[name] = r["test"]
-        group, seed = _group(res.parent)
-        epochs = r.get("train", {}).get("epochs")
-        item = {"run": str(res.parent), "dataset": r["dataset"], "group": group, "seed": seed,
-                "epochs": epochs, "best_epoch": r["best_epoch"],
-                "best_valid_f1": r["best_valid_f1"], "test": r["test"], "epochs_run": r["epochs_run"],
-                "tweets_per_s": [h["tweets_per_s"] for h in r["history"]],
-                "valid_f1_per_epoch": [h["valid_f1"] for h in r["history"]]}
-        raw.append(item)
-        groups.setdefault((r["dataset"], group, epochs), []).append(item)
+    for item in raw:
+        groups.setdefault((item["dataset"], item["group"], item["epochs"]), []).append(item)
     # runs still in progress: per-epoch valid F1 so far
     partial = []
     for st in sorted(runs.glob("*/*/last/state.json")):
@@ -166,14 +186,9 @@ def summary(runs: Path, out: Path, baseline: str = "text-only") -> None:
         if len(ps) < 2:
             continue
         seeds = sorted(p["seed"] for p in ps)
-        preds_a, preds_b, gold = [], [], None
-        for sd in seeds:
-            gold, pa = predictions(by_key[(ds, against, sd, epochs)]["run"])
-            _, pb = predictions(by_key[(ds, group, sd, epochs)]["run"])
-            preds_a.append(pa)
-            preds_b.append(pb)
+        pairs = [(by_key[(ds, against, sd, epochs)]["run"], by_key[(ds, group, sd, epochs)]["run"]) for sd in seeds]
         pooled.append({"dataset": ds, "setting": group, "against": against, "epochs": epochs, "seeds": seeds,
-                       **paired_bootstrap_seeds(gold, preds_a, preds_b, n=2000, seed=0)})
+                       **paired_over_seeds(pairs, predictions)})
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "realdata.json", json.dumps({"finished": raw, "by_setting": agg, "paired": paired,
                                                    "paired_over_seeds": pooled, "in_progress": partial,
@@ -211,43 +226,26 @@ def summary(runs: Path, out: Path, baseline: str = "text-only") -> None:
 
 def compare(runs: Path, dataset: str, a: str, b: str) -> dict:
     """Setting ``b`` against setting ``a`` (run names without ``-s<seed>``, e.g.
-    ``full-tweetfiles+gate_init0.95-minilm``) over the seeds both finished on ``dataset``: the
-    paired bootstrap over test tweets of :func:`tvolib.evaluate.paired_bootstrap_seeds`."""
-    from tvolib.evaluate import paired_bootstrap_seeds, read_predictions
-
-    def finished(group: str) -> dict[int, Path]:
-        found = {}
-        for res in (runs / dataset).glob(f"{glob_escape(group)}-s*/results.json"):
-            name, seed = _group(res.parent)
-            if name == group:
-                found[seed] = res.parent
-        return found
-
-    runs_a, runs_b = finished(a), finished(b)
+    ``full-tweetfiles+gate_init0.95-minilm``) over the seeds both finished on ``dataset`` (runs on a
+    subsample left out, as in the tables): the pooled paired bootstrap of :func:`paired_over_seeds`."""
+    from tvolib.evaluate import read_predictions
+    raw, _ = finished_runs(runs)
+    runs_a = {i["seed"]: i["run"] for i in raw if i["dataset"] == dataset and i["group"] == a}
+    runs_b = {i["seed"]: i["run"] for i in raw if i["dataset"] == dataset and i["group"] == b}
     seeds = sorted(set(runs_a) & set(runs_b))
     if not seeds:
         raise SystemExit(f"--compare: no seed has finished both {a!r} ({sorted(runs_a) or 'none'}) and {b!r} "
                          f"({sorted(runs_b) or 'none'}) under {runs / dataset}")
-    gold, preds_a, preds_b = None, [], []
-    for sd in seeds:
-        g_a, p_a = read_predictions(runs_a[sd] / "test_predictions.txt")
-        g_b, p_b = read_predictions(runs_b[sd] / "test_predictions.txt")
-        if g_a != g_b or (gold is not None and g_a != gold):
-            raise SystemExit(f"--compare: {runs_a[sd]} and {runs_b[sd]} were scored on different test sets")
-        gold = g_a
-        preds_a.append(p_a)
-        preds_b.append(p_b)
-    res = {"dataset": dataset, "a": a, "b": b, "seeds": seeds,
-           **paired_bootstrap_seeds(gold, preds_a, preds_b, n=2000, seed=0)}
+    try:
+        res = paired_over_seeds([(runs_a[sd], runs_b[sd]) for sd in seeds],
+                                lambda run: read_predictions(Path(run) / "test_predictions.txt"))
+    except ValueError as e:
+        raise SystemExit(f"--compare: {e}") from None
+    res = {"dataset": dataset, "a": a, "b": b, "seeds": seeds, **res}
     print(f"{dataset}: {b} against {a}, seeds {','.join(map(str, seeds))}: Δ test F1 per seed "
           + ", ".join(f"{d:+.2f}" for d in res["per_seed"]) + f"; mean {res['delta_f1']:+.2f} "
           f"(95 % interval {res['ci95'][0]:+.2f} to {res['ci95'][1]:+.2f}, p(not better) {res['p_b_not_better']:.3f})")
     return res
-
-
-def glob_escape(name: str) -> str:
-    """``name`` with the glob metacharacters quoted (run names hold ``+`` and ``.``, never ``*?[``)."""
-    return re.sub(r"([*?\[])", r"[\1]", name)
 
 
 def main(argv=None) -> None:

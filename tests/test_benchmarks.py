@@ -106,8 +106,8 @@ def test_model_set_overrides_a_config_field_and_names_the_run():
 
 
 def test_compare_pairs_two_settings_over_shared_seeds(tmp_path, capsys):
-    """``--compare A B``: B against A over the seeds both finished (here 1 and 2, not A's seed 3),
-    with a clear message when they share none."""
+    """``--compare A B``: B against A over the seeds both finished (here 1 and 2: A's seed 3 has no
+    full-data partner), with a clear message when they share none."""
     import pytest
     realdata = _load("realdata")
     tweets, gold, half = _toy_predictions()
@@ -117,6 +117,7 @@ def test_compare_pairs_two_settings_over_shared_seeds(tmp_path, capsys):
     _fake_run(runs, "full+gate_init0.95+len160-minilm-s1", 84.0, gold, tweets)
     _fake_run(runs, "full+gate_init0.95+len160-minilm-s2", 80.0, half, tweets)
     _fake_run(runs, "full+gate_init0.95+len160+x-minilm-s3", 84.0, gold, tweets)   # another setting
+    _fake_run(runs, "full+gate_init0.95+len160-minilm-s3", 10.0, half, tweets, max_train_samples=64)  # quick run
     realdata.main(["--runs", str(runs), "--compare", "full+gate_init0.95-minilm",
                    "full+gate_init0.95+len160-minilm"])
     out = capsys.readouterr().out

@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     used = set()
     plans = []
     for nb in nbs:
-        p = params_for(nb, file_params, cli, source=args.params or "parameters file")
+        p = params_for(nb, file_params, cli, source=str(args.params))   # sections only come from a file
         used |= set(p)
         plans.append((nb, p))
     unused = set(cli) - used

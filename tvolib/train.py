@@ -531,9 +531,9 @@ def train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, 
     out_dir = Path(train_cfg.output_dir)
     seed_everything(train_cfg.seed)
     last = out_dir / "last"
-    resume_from = (_resolve_ckpt(last) if train_cfg.resume and (last.exists() or last.with_name("last.old").exists())
-                   else None)
-    if resume_from is not None:
+    resume_from = None
+    if train_cfg.resume and (last.exists() or last.with_name("last.old").exists()):
+        resume_from = _resolve_ckpt(last)
         check_resumable(resume_from, data_cfg, model_cfg, train_cfg)   # before any slow preparation
 
     if prepared is None:
