@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.tvomner-installed
 
-.PHONY: install reports test kernel sample clean-cache
+.PHONY: install reports test browser-check kernel sample clean-cache
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -21,6 +21,10 @@ reports: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(ARGS)
+
+# notebook 06 in JupyterLab and its HTML copy, in headless Chromium (installs chromium and playwright)
+browser-check: $(STAMP)
+	bash tests/browser/run.sh $(ARGS)
 
 sample: $(STAMP)
 	$(BIN)/python -m tvolib.sample.make_sample

@@ -1,73 +1,26 @@
-"""Real-data runs on Twitter-2015/2017 (``../shared/data``): text-only encoder-BiLSTM-CRF against the
-full model, one setting and one seed per call; resumable (run the same command again after a kill).
+"""History: tables of the real-data runs made before the experiment batch existed.
 
-    python benchmarks/realdata.py --dataset twitter2017 --setting text-only --seed 1
-    python benchmarks/realdata.py --dataset twitter2017 --setting full --seed 1
-    python benchmarks/realdata.py --summary            # tables from every finished run
+Experiments now run through the papermill batch (``python -m tvolib.experiments --params
+params/table2_twitter2017.yaml``; settings in ``tvolib.settings``). This script no longer trains;
+it only rebuilds ``reports/results/realdata.{json,md}`` from the old run folders
+``runs/realdata/<dataset>/<setting>-<encoder>-s<seed>/`` where they still exist, and compares two
+of their settings:
+
+    python benchmarks/realdata.py --summary            # tables from every finished old run
     python benchmarks/realdata.py --dataset twitter2015 --compare A B   # setting B against A
 
-Settings: ``text-only`` = tweet alone, no candidates, no knowledge, no visual part (encoder-BiLSTM-CRF);
-``full`` = candidates + local knowledge + optimized visual features (captions stand in for images);
-``full-tweetfiles`` = the same with knowledge from the per-tweet files (PGIM auxiliary texts);
-any ablation name of ``ModelConfig.ABLATIONS`` also works. Runs go to ``runs/realdata/<dataset>/
-<setting>-s<seed>/``; ``--summary`` writes ``reports/results/realdata.{json,md}`` (with another
-``--runs`` folder, the tables go into that folder). Runs on a subsample (``--max_train_samples``,
-``--max_eval_samples``) are listed but left out of the tables.
+Old setting names: ``text-only`` = tweet alone (now ``text-only``), ``full`` = local knowledge (now
+``tvomner-wiki``), ``full-tweetfiles`` = per-tweet PGIM texts (now ``tvomner+pgim``); ``+lenN`` and
+``+FIELDVALUE`` suffixes record a non-default ``max_length`` or model field. With another
+``--runs`` folder, the tables go into that folder. Runs on a subsample are listed but left out.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import re
 import statistics
-import sys
 from pathlib import Path
-# The committed runs cut the augmented input at 96 sub-tokens (no tweet is longer than 80, so only
-# knowledge is cut). Runs with another length get "+lenN" in their name, so they never resume or
-# overwrite a run of another length.
-DEFAULT_MAX_LENGTH = 96
-
-SETTINGS = {
-    "text-only": {"use_candidates": False, "use_knowledge": False, "visual": "none"},
-    "full": {},
-    "full-tweetfiles": {"knowledge_source": "tweet_files"},
-    # word-level baselines of Table 1 (embeddings = mean MiniLM sub-token embeddings, fine-tuned)
-    "bilstm-crf": {"arch": "bilstm_crf", "visual": "none", "use_candidates": False, "use_knowledge": False},
-    "cnn-bilstm-crf": {"arch": "cnn_bilstm_crf", "visual": "none", "use_candidates": False, "use_knowledge": False},
-}
-
-
-def configs(args):
-    from tvolib.config import DataConfig, ModelConfig, TrainConfig
-    root = Path(args.data_root)
-    year = args.dataset[-4:]
-    data = DataConfig(data_dir=str(root / args.dataset), image_dir=None, dataset=args.dataset,
-                      captions=str(root / "captions" / f"blip2_{args.dataset}.json"),
-                      cache_dir=args.cache_dir, max_length=args.max_length,
-                      max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples)
-    model = ModelConfig(text_encoder=args.encoder)
-    if args.setting in SETTINGS:
-        model = dataclasses.replace(model, **SETTINGS[args.setting])
-    else:
-        model = model.ablation(args.setting)
-    tag = args.setting.replace("/", "").replace(" ", "_")          # "w/o Wiki" -> "wo_Wiki"
-    for item in args.model_set:                                    # e.g. gate_init=0.95
-        key, _, value = item.partition("=")
-        if not hasattr(model, key) or not value:
-            raise SystemExit(f"--model_set {item!r}: expected FIELD=VALUE with a ModelConfig field")
-        old = getattr(model, key)
-        cast = (lambda v: v.lower() in ("1", "true", "yes")) if isinstance(old, bool) else type(old)
-        model = dataclasses.replace(model, **{key: cast(value)})
-        tag += f"+{key}{value}"                                    # full-tweetfiles+gate_init0.95
-    if args.max_length != DEFAULT_MAX_LENGTH:
-        tag += f"+len{args.max_length}"                            # full-tweetfiles+gate_init0.95+len160
-    train = TrainConfig(output_dir=str(Path(args.runs) / args.dataset / f"{tag}-{args.encoder}-s{args.seed}"),
-                        seed=args.seed, epochs=args.epochs, batch_size=args.batch_size,
-                        micro_batch_size=args.micro_batch_size, lr=args.lr, head_lr=args.head_lr,
-                        patience=args.patience, num_threads=args.threads, progress=args.progress,
-                        eval_batch_size=64)
-    return data, model, train
 
 
 def _group(run_dir: Path) -> tuple[str, int]:
@@ -251,27 +204,8 @@ def compare(runs: Path, dataset: str, a: str, b: str) -> dict:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="twitter2017", choices=["twitter2015", "twitter2017"])
-    ap.add_argument("--setting", default="text-only")
-    ap.add_argument("--encoder", default="minilm")
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--batch_size", type=int, default=16)
-    ap.add_argument("--micro_batch_size", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=5e-5)
-    ap.add_argument("--head_lr", type=float, default=1e-3)
-    ap.add_argument("--patience", type=int, default=2)
-    ap.add_argument("--max_length", type=int, default=DEFAULT_MAX_LENGTH,
-                    help=f"sub-tokens of the augmented input; other than {DEFAULT_MAX_LENGTH}, the run name gets +lenN")
-    ap.add_argument("--model_set", action="append", default=[], metavar="FIELD=VALUE",
-                    help="override a ModelConfig field (repeatable); the run name gets +FIELDVALUE")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--max_train_samples", type=int, default=None)
-    ap.add_argument("--max_eval_samples", type=int, default=None)
-    ap.add_argument("--data_root", default="../shared/data")
-    ap.add_argument("--cache_dir", default="cache")
     ap.add_argument("--runs", default="runs/realdata")
-    ap.add_argument("--progress", action="store_true")
-    ap.add_argument("--summary", action="store_true", help="only write reports/results/realdata.*")
+    ap.add_argument("--summary", action="store_true", help="write reports/results/realdata.* from the old runs")
     ap.add_argument("--compare", nargs=2, metavar=("A", "B"), default=None,
                     help="print setting B against setting A on --dataset (run names without -s<seed>), "
                          "paired bootstrap over the seeds both finished")
@@ -287,16 +221,7 @@ def main(argv=None) -> None:
     if args.compare:
         compare(Path(args.runs), args.dataset, *args.compare)
         return
-    import torch
-    torch.set_num_threads(args.threads)
-    from tvolib.train import train
-    data, model, tr = configs(args)
-    print("command:", " ".join(["python"] + sys.argv), flush=True)
-    res = train(data, model, tr)
-    if "test" in res:
-        print(f"{args.dataset} {args.setting} seed {args.seed}: test F1 {res['test']['F1']:.2f} "
-              f"(best valid epoch {res['best_epoch']}, valid F1 {res['best_valid_f1']:.2f})")
-        summary(Path(args.runs), Path(args.out))
+    ap.error("training moved to `python -m tvolib.experiments --params <file>`; here only --summary or --compare")
 
 
 if __name__ == "__main__":

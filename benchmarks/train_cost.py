@@ -38,7 +38,9 @@ def measure(args) -> dict:
     torch.manual_seed(0)
     from tvolib.config import DataConfig, ModelConfig
     from tvolib.sample import SAMPLE_DIR
-    from tvolib.train import _to, build_model, dataset_from_config, prepare_data
+    from tvolib.assemble import build_model
+    from tvolib.device import to_device
+    from tvolib.inputs import dataset_from_config, prepare_data
     none = lambda v: None if v in (None, "none", "None") else v
     data_cfg = DataConfig(data_dir=args.data_dir or str(SAMPLE_DIR / "data"),
                           image_dir=none(args.image_dir) if args.data_dir else str(SAMPLE_DIR / "images"),
@@ -79,7 +81,7 @@ def measure(args) -> dict:
         torch.cuda.reset_peak_memory_stats()
     times, n = [], 0
     for i, b in enumerate(batches):
-        b = _to(b, device)
+        b = to_device(b, device)
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()

@@ -1,5 +1,6 @@
-"""The real-data summary (``benchmarks/realdata.py --summary``): seeds grouped into mean ± std and
-each full-model run compared with the text-only run of the same seed (paired bootstrap)."""
+"""The summary of the old real-data runs (``benchmarks/realdata.py --summary``, history): seeds
+grouped into mean ± std and each full-model run compared with the text-only run of the same seed
+(paired bootstrap). New experiments run through ``tvolib.experiments`` (tests/test_experiments.py)."""
 import importlib.util
 import json
 import statistics
@@ -82,27 +83,15 @@ def test_scratch_runs_folder_keeps_its_summary_out_of_reports(tmp_path, monkeypa
     assert seen == [(tmp_path, tmp_path), (Path("runs/realdata"), Path("reports/results"))]
 
 
-def test_model_set_overrides_a_config_field_and_names_the_run():
-    realdata = _load("realdata")
-    import argparse
-    ns = argparse.Namespace(data_root="data", dataset="twitter2017", cache_dir="cache", max_length=96,
-                            max_train_samples=None, max_eval_samples=None, encoder="minilm",
-                            setting="full-tweetfiles", model_set=["gate_init=0.95", "use_vae=false"],
-                            runs="runs", seed=2, epochs=4, batch_size=16, micro_batch_size=16, lr=5e-5,
-                            head_lr=1e-3, patience=2, threads=1, progress=False)
-    _, model, train = realdata.configs(ns)
-    assert model.gate_init == 0.95 and model.use_vae is False and model.knowledge_source == "tweet_files"
-    assert train.output_dir.endswith("full-tweetfiles+gate_init0.95+use_vaefalse-minilm-s2")
-    # another input length is another run: its own folder, never a resumption of the 96 one
-    ns.max_length = 160
-    data, _, train = realdata.configs(ns)
-    assert data.max_length == 160
-    assert train.output_dir.endswith("full-tweetfiles+gate_init0.95+use_vaefalse+len160-minilm-s2")
-    ns.max_length = 96
-    ns.model_set = ["no_such_field=1"]
+def test_realdata_no_longer_trains(capsys):
+    """Training goes through ``python -m tvolib.experiments``; the old script only summarises."""
     import pytest
-    with pytest.raises(SystemExit, match="no_such_field"):
-        realdata.configs(ns)
+    realdata = _load("realdata")
+    with pytest.raises(SystemExit):
+        realdata.main(["--dataset", "twitter2017"])
+    assert "python -m tvolib.experiments" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        realdata.main(["--setting", "text-only", "--seed", "1"])
 
 
 def test_compare_pairs_two_settings_over_shared_seeds(tmp_path, capsys):

@@ -54,7 +54,7 @@ def make_batch(B: int = 3, W: int = 5, seed: int = 0) -> dict:
 
 
 def build(cfg: ModelConfig):
-    from tvolib.train import build_model
+    from tvolib.assemble import build_model
     torch.manual_seed(0)
     return build_model(cfg, {"feats_dims": {"image": D_IMG, "caption": D_CAP}},
                        encoder_config=tiny_encoder_config())
@@ -84,7 +84,8 @@ def test_gate_and_mix_follow_eq4_eq5():
 def test_gate_init_and_override():
     """gate_init sets g of Eq. 4 at initialisation; gate_override (the branch probe) replaces it."""
     from tvolib.model import CrossModalFusion
-    T, t_cls, V = torch.randn(3, 4, 16), torch.randn(3, 16), torch.randn(3, D_IMG)
+    # T comes out of Eq. 1's LN: normalised rows
+    T, t_cls, V = torch.nn.functional.layer_norm(torch.randn(3, 4, 16), (16,)), torch.randn(3, 16), torch.randn(3, D_IMG)
     torch.manual_seed(0)
     g_half = CrossModalFusion(16, D_IMG, tiny_cfg(gate_init=0.5)).eval()(T, t_cls, V)[1]
     torch.manual_seed(0)
@@ -98,13 +99,41 @@ def test_gate_init_and_override():
         cff.gate_override = 1.0
         assert torch.allclose(cff(T, t_cls, V)[0], T)            # Eq. 5 with g = 1: R = T
         cff.gate_override = 0.0
-        R0 = cff(T, t_cls, V)[0]
+        assert torch.allclose(cff(T, t_cls, V)[0], T, atol=1e-4)  # a fresh pre-norm C is T itself
+        post = CrossModalFusion(16, D_IMG, tiny_cfg(gate_init=0.95, cross_norm="post")).eval()
+        post.gate_override = 0.0
+        R0 = post(T, t_cls, V)[0]
         assert not torch.allclose(R0, T) and not torch.allclose(R0, R)
     finally:
         cff.gate_override = None
     for bad in (0.0, 1.0, 1.5):
         with pytest.raises(ValueError, match="gate_init"):
             CrossModalFusion(16, D_IMG, tiny_cfg(gate_init=bad))
+
+
+def test_pre_norm_cross_attention_starts_as_the_identity_and_learns_from_v():
+    """cross_norm="pre": C = LN(T + ΔC) with ΔC = 0 at initialisation (zeroed output projections), so
+    Eq. 5 gives R = T whatever g (T leaves Eq. 1 normalised); after two optimizer steps C depends on V."""
+    from tvolib.model import CrossModalFusion
+    torch.manual_seed(0)
+    cff = CrossModalFusion(16, D_IMG, tiny_cfg()).train()
+    T = torch.nn.functional.layer_norm(torch.randn(3, 4, 16), (16,))    # Eq. 1 ends with an LN
+    t_cls, V = torch.randn(3, 16), torch.randn(3, D_IMG)
+    R, g, _ = cff(T, t_cls, V)
+    assert torch.allclose(R, T, atol=1e-4) and torch.allclose(g, torch.full_like(g, 0.5), atol=0.2)
+    target = torch.randn(3, 4, 16)
+    opt = torch.optim.SGD(cff.parameters(), lr=0.1)
+    for _ in range(2):          # step 1 moves the output projections, step 2 the rest
+        loss = (cff(T, t_cls, V)[0] - target).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    cff.eval()
+    R1 = cff(T, t_cls, V)[0]
+    R2 = cff(T, t_cls, V.roll(1, 0))[0]
+    assert not torch.allclose(R1, T) and not torch.allclose(R1, R2)    # the image now changes R
+    with pytest.raises(ValueError, match="cross_norm"):
+        CrossModalFusion(16, D_IMG, tiny_cfg(cross_norm="middle"))
 
 
 def test_single_key_reading_is_degenerate():
@@ -189,7 +218,7 @@ def test_learning_rate_groups_separate_encoder_and_new_layers():
 
 def test_word_baselines_and_char_cnn():
     from tvolib.baselines import Vocab, build_vocab, collate_words
-    from tvolib.train import build_model
+    from tvolib.assemble import build_model
     sents = [["Obama", "visits", "Paris"], ["hello", "NBA"]]
     vocab = build_vocab(sents)
     v = Vocab(vocab)

@@ -1,6 +1,7 @@
 """Prediction on a user's own tweets from a checkpoint alone (function and CLI), and the notebooks."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -20,7 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny text-only model trained briefly on the sample; returns (checkpoint, results, ds)."""
-    from tvolib.train import dataset_from_config, train
+    from tvolib.inputs import dataset_from_config
+    from tvolib.train import train
     tmp = tmp_path_factory.mktemp("pred")
     data = DataConfig(cache_dir=str(tmp / "cache"), max_length=64)
     model = ModelConfig(num_heads=4, lstm_hidden=8, visual="none", use_candidates=False)
@@ -77,7 +79,7 @@ def test_cli_predict_json_and_conll(trained, tmp_path):
 
 
 def test_bad_checkpoint_is_a_clear_error(tmp_path):
-    from tvolib.train import load_checkpoint
+    from tvolib.checkpoint import load_checkpoint
     with pytest.raises(FileNotFoundError, match="not a tvomner checkpoint"):
         load_checkpoint(tmp_path)
 
@@ -100,19 +102,27 @@ def test_full_model_checkpoint_predicts_new_tweets(tmp_path, stand_ins):
 @pytest.mark.slow
 @pytest.mark.parametrize("nb,params", [
     ("04_train_tvomner", {"epochs": 1}),
-    ("05_ablations", {"epochs": 1, "settings": ["full", "w/o VAE", "text-only"]}),
+    ("05_ablations", {"run_batch": False}),     # renders the committed sample runs (a copy)
 ])
 def test_notebook_runs_on_sample(nb, params, tmp_path):
+    import shutil
     import papermill as pm
     out = tmp_path / f"{nb}.ipynb"
-    params = dict(params, output_root=str(tmp_path / "runs")) if nb.startswith("05") else \
-        dict(params, output_dir=str(tmp_path / "run"))
+    if nb.startswith("05"):
+        shutil.copytree(REPO / "reports" / "experiments" / "table2-sample", tmp_path / "exp" / "table2-sample")
+        params = dict(params, reports_dir=str(tmp_path / "exp"), figure_dir=str(tmp_path / "figures"))
+    else:
+        params = dict(params, output_dir=str(tmp_path / "run"), figure_dir=str(tmp_path / "figures"))
     pm.execute_notebook(str(REPO / "notebooks" / f"{nb}.ipynb"), str(out), parameters=params, cwd=str(REPO),
                         kernel_name="python3", progress_bar=False)
     import nbformat
-    text = "".join(o.get("text", "") for c in nbformat.read(out, 4).cells if c.cell_type == "code"
-                   for o in c.get("outputs", []))
-    assert "| F1 |" in text or "F1" in text
+    outputs = [o for c in nbformat.read(out, 4).cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    # tables render as tables (a Markdown output, not printed text), figures render inline
+    assert any("| F1 |" in o.get("data", {}).get("text/markdown", "") for o in outputs)
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= (2 if nb.startswith("04") else 1)
+    if nb.startswith("04"):   # and are saved beside the report
+        assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == [
+            "04_train_tvomner-curves.png", "04_train_tvomner-type_confusion.png"]
 
 
 def test_cli_train_parses_hf_style_args(tmp_path, monkeypatch):
@@ -146,3 +156,242 @@ def test_word_baseline_checkpoint_is_self_contained(tmp_path, monkeypatch):
     monkeypatch.setattr(tvolib.resources, "resolve_text_encoder", gone)
     out = predict(res["checkpoint"], ["Obama visits Paris"])
     assert len(out[0]["labels"]) == 3
+
+
+# ---------------------------------------------------------------------------------------------- self-contained
+# checkpoints, content-keyed caches, input checks (a tiny random candidate tagger stands in for MiniLM)
+
+
+@pytest.fixture
+def tiny_tagger(tmp_path, monkeypatch):
+    """A saved random-weight candidate tagger that training runs pick up (instead of MiniLM's)."""
+    import tvolib.inputs
+    from tvolib.tfo.candidates import CandidateTagger, TaggerConfig, save_tagger
+    torch.manual_seed(0)
+    tagger = CandidateTagger.from_config(tiny_encoder_config(16))
+    path = save_tagger(tagger, tmp_path / "tagger", TaggerConfig(encoder="random:bert", max_length=64))
+    monkeypatch.setattr(tvolib.inputs, "candidate_tagger", lambda *a, **k: path)
+    return path
+
+
+class CapitalisedTagger:
+    """Candidates = runs of capitalised words (a deterministic stand-in for the trained tagger)."""
+
+    def predict(self, tokens, batch_size=64, max_length=128):
+        out = []
+        for toks in tokens:
+            spans, start = [], None
+            for i, w in enumerate(list(toks) + ["x"]):
+                if w[:1].isupper() and start is None:
+                    start = i
+                elif not w[:1].isupper() and start is not None:
+                    spans.append((start, i))
+                    start = None
+            out.append(spans)
+        return out
+
+
+def test_saved_tagger_round_trip(tmp_path):
+    from tvolib.tfo.candidates import CandidateTagger, TaggerConfig, load_tagger, save_tagger
+    torch.manual_seed(0)
+    tagger = CandidateTagger.from_config(tiny_encoder_config(16))
+    path = save_tagger(tagger, tmp_path / "t", TaggerConfig(encoder="random:bert"))
+    again, info = load_tagger(path)
+    tokens = [["Obama", "visits", "Paris"], ["the", "NBA", "finals", "tonight"]]
+    assert again.predict(tokens) == tagger.predict(tokens)
+    assert info["config_hash"] == TaggerConfig(encoder="random:bert").hash() and len(info["weights_hash"]) == 16
+    (path / "tagger.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match=r"tagger\.safetensors: not a readable safetensors file"):
+        load_tagger(path)
+
+
+def test_candidates_cache_follows_the_tagger_settings(tmp_path):
+    """Candidates made with other tagger settings (or for other tokens under the same id) are redone."""
+    from tvolib.data import Dataset, Tweet
+    from tvolib.tfo.candidates import CandidateTagger, TaggerConfig, make_candidates
+    def tw(i, split, toks):
+        return Tweet(id=str(i), tokens=toks, labels=["O"] * len(toks), split=split)
+    ds = Dataset("t", tmp_path, None, {"train": [tw(1, "train", ["Obama", "speaks"]), tw(2, "train", ["hi", "Paris"])],
+                                       "test": [tw(3, "test", ["NBA", "finals"])]})
+    factory = lambda: CandidateTagger.from_config(tiny_encoder_config(16))
+    cfg = TaggerConfig(encoder="random:bert", epochs=1, k_folds=1, batch_size=2)
+    c = make_candidates(ds, tmp_path / "c.jsonl", cfg, model_factory=factory, log=None)
+    assert c["3"]["epochs"] == 1
+    cfg2 = dataclasses.replace(cfg, epochs=2)
+    c = make_candidates(ds, tmp_path / "c.jsonl", cfg2, model_factory=factory, log=None)
+    assert c["3"]["epochs"] == 2 and c["3"]["config_hash"] == cfg2.hash()
+    ds.splits["test"][0].tokens = ["I", "like", "pizza"]; ds.splits["test"][0].labels = ["O"] * 3
+    c = make_candidates(ds, tmp_path / "c.jsonl", cfg2, model_factory=factory, log=None)
+    assert all(x in ("I", "like", "pizza", "I like", "like pizza", "I like pizza") for x in c["3"]["candidates"])
+    from tvolib.tfo.candidates import tagger_dir
+    assert (tagger_dir(tmp_path, cfg2, ds.splits["train"]) / "tagger.json").exists()   # the full-train tagger is kept
+
+
+def test_checkpoint_alone_tags_another_corpus_with_its_own_tagger(tmp_path, stand_ins, tiny_tagger):
+    """Full model: the checkpoint folder, copied alone, tags new tweets (no training data, no images)."""
+    from tvolib.predict import Predictor
+    from tvolib.train import train
+    data = DataConfig(cache_dir=str(tmp_path / "cache"), max_length=64, max_train_samples=16, max_eval_samples=8)
+    res = train(data, ModelConfig(num_heads=4, lstm_hidden=8, latent_dim=6),
+                TrainConfig(output_dir=str(tmp_path / "run"), epochs=1, batch_size=8, micro_batch_size=8,
+                            progress=False, precision="fp32"), encoder_config=tiny_encoder_config())
+    alone = tmp_path / "elsewhere" / "ckpt"
+    shutil.copytree(res["checkpoint"], alone)
+    assert (alone / "tagger" / "tagger.json").exists() and (alone / "encoder" / "config.json").exists()
+    shutil.rmtree(tmp_path / "run")
+    import tvolib.tfo.candidates
+    def no_training(*a, **k):
+        raise AssertionError("predict must not train a tagger")
+    tvolib.tfo.candidates.train_tagger, saved = no_training, tvolib.tfo.candidates.train_tagger
+    try:
+        p = Predictor.from_checkpoint(alone, cache_dir=str(tmp_path / "pcache"))
+        out = p.predict(["Lakers beat the Celtics in Boston", "what a day"])
+    finally:
+        tvolib.tfo.candidates.train_tagger = saved
+    assert [len(r["labels"]) for r in out] == [6, 3]
+    assert all(0.0 < r["gate"] < 1.0 and len(r["fusion_weights"]) == 3 for r in out)
+    assert any("none were given" in n for n in p.notes)           # trained with images, given none: said once
+    assert (tmp_path / "pcache" / "predict").is_dir()
+
+
+@pytest.fixture
+def text_checkpoint_with_candidates(tmp_path_factory):
+    """Text-only model with candidates and sample-KB knowledge (stand-in augmentations in training)."""
+    import tvolib.inputs
+    from tvolib.train import train
+    tmp = tmp_path_factory.mktemp("kn")
+    mp = pytest.MonkeyPatch()
+    from test_train import fake_augmentations
+    mp.setattr(tvolib.inputs, "text_augmentations", fake_augmentations)
+    mp.setattr(tvolib.inputs, "candidate_tagger", lambda *a, **k: None)
+    try:
+        res = train(DataConfig(cache_dir=str(tmp / "cache"), max_length=64, max_train_samples=16, max_eval_samples=8),
+                    ModelConfig(num_heads=4, lstm_hidden=8, visual="none"),
+                    TrainConfig(output_dir=str(tmp / "run"), epochs=1, batch_size=8, micro_batch_size=8,
+                                progress=False, precision="fp32"), encoder_config=tiny_encoder_config())
+    finally:
+        mp.undo()
+    return Path(res["checkpoint"])
+
+
+def test_two_files_with_the_same_ids_never_share_knowledge(text_checkpoint_with_candidates, tmp_path):
+    from tvolib.predict import Predictor, read_tweets
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("Barack Obama visits Paris\n", encoding="utf-8")
+    b.write_text("i like pizza\n", encoding="utf-8")
+    cache = str(tmp_path / "pcache")
+
+    def run(f):
+        p = Predictor.from_checkpoint(text_checkpoint_with_candidates, cache_dir=cache)
+        p.tagger, p.tagger_info = CapitalisedTagger(), {"weights_hash": "capitalised"}
+        return p.predict(read_tweets(f))[0]
+    ra = run(a)
+    assert ra["id"] == "line1" and ra["candidates"][0]["text"] == "Barack Obama"
+    assert "politician" in ra["candidates"][0]["knowledge"]
+    rb = run(b)                                         # same id line1, another tweet
+    assert rb["id"] == "line1" and rb["candidates"] == [] and len(rb["labels"]) == 3
+    b.write_text("Paris in spring\n", encoding="utf-8")
+    rc = run(b)
+    assert [c["text"] for c in rc["candidates"]] == ["Paris"] and "Obama" not in json.dumps(rc)
+    assert run(a) == ra                                 # the same tweet again: the same record
+
+
+def test_tweet_files_checkpoint_without_knowledge_says_so_with_the_coverage(text_checkpoint_with_candidates, tmp_path):
+    from tvolib.predict import Predictor
+    p = Predictor.from_checkpoint(text_checkpoint_with_candidates, cache_dir=str(tmp_path / "pc"))
+    p.model_cfg = dataclasses.replace(p.model_cfg, knowledge_source="tweet_files")
+    p.data_cfg = dataclasses.replace(p.data_cfg, knowledge_file=None)
+    p.tagger, p.tagger_info = CapitalisedTagger(), {"weights_hash": "capitalised"}
+    kf = tmp_path / "k.jsonl"
+    kf.write_text(json.dumps({"split": "test", "imgid": "7", "aux": "Obama is a politician."}) + "\n")
+    assert p.predict([], knowledge_file=kf) == []
+    out = p.predict(["Obama speaks", "Paris rocks"], knowledge_file=kf)
+    assert [r["candidates"][0]["knowledge"] for r in out] == ["", ""]
+    assert any("0 of 2 input tweets have knowledge" in n for n in p.notes)
+    from tvolib.data import Tweet
+    out = p.predict([Tweet("7", ["Obama", "speaks"], ["O", "O"])], knowledge_file=kf)
+    assert "politician" in out[0]["candidates"][0]["knowledge"]
+
+
+def test_bad_inputs_name_file_and_line(tmp_path, trained):
+    from tvolib.data import DataFormatError
+    from tvolib.predict import read_tweets
+    f = tmp_path / "noimgid.conll"
+    f.write_text("Obama\tB-PER\nspeaks\tO\n", encoding="utf-8")
+    with pytest.raises(DataFormatError, match=rf"{f.name}:1: looks like CoNLL"):
+        read_tweets(f)
+    with pytest.raises(DataFormatError, match=rf"{f.name}:1: token line before any 'IMGID:' line"):
+        read_tweets(f, "conll")
+    f = tmp_path / "escape.conll"
+    f.write_text("IMGID:../outside/x\nObama\tB-PER\n", encoding="utf-8")
+    with pytest.raises(DataFormatError, match=rf"{f.name}:1: IMGID '../outside/x' is not a plain file name"):
+        read_tweets(f)
+    f = tmp_path / "escape.txt"
+    f.write_text("ok\tfine tweet\n/etc/passwd\tObama speaks\n", encoding="utf-8")
+    with pytest.raises(DataFormatError, match=rf"{f.name}:2: IMGID '/etc/passwd'"):
+        read_tweets(f)
+    f = tmp_path / "latin1.txt"
+    f.write_bytes("Caf\xe9 in M\xfcnchen\n".encode("latin-1"))
+    with pytest.raises(DataFormatError, match=rf"{f.name}:1: not UTF-8"):
+        read_tweets(f)
+    from tvolib.cli import main
+    assert main(["predict", "--checkpoint", str(tmp_path), "--input", str(f)]) == 1
+    # damaged checkpoints name the file
+    from tvolib.checkpoint import load_checkpoint
+    ckpt, _, _, _ = trained
+    bad = tmp_path / "bad"
+    shutil.copytree(ckpt, bad)
+    (bad / "model.safetensors").write_bytes(b"\x00garbage")
+    with pytest.raises(ValueError, match=r"bad/model\.safetensors: not a readable safetensors file"):
+        load_checkpoint(bad)
+    shutil.rmtree(bad)
+    shutil.copytree(ckpt, bad)
+    shutil.rmtree(bad / "encoder")
+    with pytest.raises(FileNotFoundError, match=r"bad/encoder: missing"):
+        load_checkpoint(bad)
+
+
+def test_predictor_api_and_exports(trained, tmp_path):
+    from tvolib.data import read_conll
+    from tvolib.predict import Predictor, write_output
+    ckpt, _, _, _ = trained
+    p = Predictor.from_checkpoint(ckpt, cache_dir=str(tmp_path / "c"))
+    res = p.predict(["Steph Curry drops 40", ["hello", "world"]])
+    assert [r["id"] for r in res] == ["t1", "t2"] and [len(r["labels"]) for r in res] == [4, 2]
+    assert all(set(e) == {"start", "end", "type", "text"} for r in res for e in r["entities"])
+    tw = read_conll(write_output(res, tmp_path / "o.conll"))
+    assert [t.labels for t in tw] == [r["labels"] for r in res]
+    assert json.loads((write_output(res, tmp_path / "o.json")).read_text())[1]["tokens"] == ["hello", "world"]
+
+
+def test_new_images_without_llm_phrases_go_on_without_objects_and_say_so_once(tmp_path, stand_ins, monkeypatch):
+    """The VFO stage refuses (no LLM phrases for a new image): prediction goes on without object
+    features, says so once, naming the user's IMGID; images found in any --image_dir are used."""
+    import tvolib.vfo.pipeline
+    from test_train import fake_visual_features
+    from tvolib.data import Tweet
+    from tvolib.predict import Predictor
+    from tvolib.resources import ResourceMissing
+    from tvolib.train import train
+    data = DataConfig(cache_dir=str(tmp_path / "cache"), max_length=64, max_train_samples=16, max_eval_samples=8)
+    res = train(data, ModelConfig(num_heads=4, lstm_hidden=8, latent_dim=6, use_candidates=False),
+                TrainConfig(output_dir=str(tmp_path / "run"), epochs=1, batch_size=8, micro_batch_size=8,
+                            progress=False, precision="fp32"), encoder_config=tiny_encoder_config())
+    seen = []
+
+    def needs_phrases(ds, data_cfg, model_cfg, progress=False):
+        seen.append((model_cfg.object_source, sorted(str(t.image_path) for t in ds.all() if t.image_path)))
+        if model_cfg.object_source == "llm":
+            raise ResourceMissing(f"1 tweet(s) with an image have no LLM phrases (e.g. {[t.id for t in ds.all()][:1]})")
+        return fake_visual_features(ds, data_cfg, model_cfg)
+    monkeypatch.setattr(tvolib.vfo.pipeline, "visual_features", needs_phrases)
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    shutil.copy(REPO / "tvolib" / "sample" / "images" / "s0002.png", imgs / "zz1.png")
+    p = Predictor.from_checkpoint(res["checkpoint"], cache_dir=str(tmp_path / "pc"))
+    for _ in range(2):
+        out = p.predict([Tweet("zz1", ["Lakers", "win"], ["O", "O"])], image_dir=imgs)
+    assert len(out[0]["labels"]) == 2 and out[0]["gate"] is not None
+    assert [s[0] for s in seen] == ["llm", "none", "llm", "none"] and seen[0][1] == [str(imgs / "zz1.png")]
+    notes = [n for n in p.notes if "object features left out" in n]
+    assert len(notes) == 1 and "(e.g. ['zz1'])" in notes[0]          # the user's IMGID, not an internal key

@@ -75,7 +75,69 @@ def test_params_file_sections_and_cli_precedence(tmp_path):
 def test_secrets_are_refused():
     with pytest.raises(SystemExit, match="OPENAI_API_KEY"):
         reports.check_no_secrets({"openai_api_key": "sk-abc"}, "02_x.ipynb")
-    reports.check_no_secrets({"api_key": None, "data_dir": "x"}, "02_x.ipynb")
+    for name in ("api_key", "hf_token", "client_secret", "password", "llm-api-key", "AWS_ACCESS_KEY"):
+        with pytest.raises(SystemExit, match="looks like a secret"):
+            reports.check_no_secrets({name: None}, "02_x.ipynb")          # refused whatever its value
+    with pytest.raises(SystemExit, match="'hf_token'"):
+        reports.check_no_secrets({"data": {"hf_token": "x"}}, "p.yaml")   # at any depth
+    reports.check_no_secrets({"max_tokens": 5, "tokenizer": "x", "data_dir": "x", "secretary": 1}, "02_x.ipynb")
+    assert reports.redact_secrets({"a": 1, "api_key": "sk", "d": {"token": "t", "b": 2}}) == {"a": 1, "d": {"b": 2}}
+
+
+def test_secret_parameter_is_refused_by_the_cli_and_never_reaches_a_report(tmp_path):
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    make_nb(nbs / "01_a.ipynb", ["print(x)"], params="x = 1\nseed = 0\nllm_api_key = None")
+    r = run_cli("--notebooks", str(nbs), "--out", str(tmp_path / "out"), "-p", "llm_api_key=sk-123")
+    assert r.returncode != 0 and "looks like a secret" in r.stderr
+    pf = tmp_path / "p.yaml"
+    pf.write_text("x: 2\n01_a:\n  openai_api_key: sk-123\n")
+    r = run_cli("--notebooks", str(nbs), "--out", str(tmp_path / "out"), "--params", str(pf))
+    assert r.returncode != 0 and "openai_api_key" in r.stderr and "sk-123" not in r.stderr
+    assert not (tmp_path / "out").exists()
+    # a notebook's own secret-looking default is left out of its report record
+    r = run_cli("--notebooks", str(nbs), "--out", str(tmp_path / "out"), "--every", "0")
+    assert r.returncode == 0, r.stderr
+    rec = json.loads((tmp_path / "out" / "01_a.json").read_text())
+    assert "llm_api_key" not in rec["parameters"] and "x" in rec["parameters"]
+
+
+def test_params_file_keys_no_notebook_declares_are_errors(tmp_path):
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    make_nb(nbs / "01_a.ipynb", ["print(x)"])
+    make_nb(nbs / "02_b.ipynb", ["print(y)"], params="y = 1\nd = {}")
+    ok = {"x": 2, "d": {"k": 1}, "01_a": {"seed": 3}, "02_b": {"y": 4}}
+    reports.check_params_file(ok, reports.find_notebooks(nbs), "p.yaml")
+    for bad, msg in (({"sead": 1}, r"p\.yaml: key 'sead' is not declared by any notebook"),
+                     ({"01_aa": {"x": 1}}, r"p\.yaml: section '01_aa' is not declared by any notebook"),
+                     ({"01_a": 3}, r"section '01_a' must be a mapping")):
+        with pytest.raises(SystemExit, match=msg):
+            reports.check_params_file(bad, reports.find_notebooks(nbs), "p.yaml")
+    # through the command line: one line, nothing run, even with --only on another notebook
+    pf = tmp_path / "p.yaml"
+    pf.write_text("y: 2\nxx: 3\n")
+    r = run_cli("--notebooks", str(nbs), "--out", str(tmp_path / "out"), "--params", str(pf), "--only", "02")
+    assert r.returncode != 0 and "key 'xx' is not declared by any notebook" in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_params_file_is_a_one_line_error(tmp_path):
+    r = run_cli("--params", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "out"))
+    assert r.returncode != 0
+    assert r.stderr.strip() == f"{tmp_path / 'nope.yaml'}: parameters file not found"
+
+
+def test_live_line_names_notebook_elapsed_time_and_cell(tmp_path):
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    make_nb(nbs / "01_slow.ipynb", ["import time\ntime.sleep(4)", "print('done')"])
+    r = run_cli("--notebooks", str(nbs), "--out", str(tmp_path / "out"), "--every", "1")
+    assert r.returncode == 0, r.stderr
+    lines = [l for l in r.stdout.splitlines() if "01_slow.ipynb: running" in l]
+    assert len(lines) >= 2, r.stdout
+    assert any("cell 2/3 (`import time`)" in l for l in lines), lines
+    assert lines[-1].split("running ")[1].startswith("0m0") and "s" in lines[-1]
 
 
 def test_parse_value():
@@ -99,6 +161,7 @@ def test_shipped_params_files_only_set_declared_parameters(name):
     """Every section of params/<dataset>.yaml names a notebook and only its declared parameters."""
     pf = REPO / "params" / f"{name}.yaml"
     file_params = reports.load_params_file(pf)
+    reports.check_params_file(file_params, reports.find_notebooks(REPO / "notebooks"), str(pf))
     nbs = {nb.stem: nb for nb in reports.find_notebooks(REPO / "notebooks")}
     sections = [k for k, v in file_params.items() if isinstance(v, dict) and k[:2].isdigit()]
     assert sections and set(sections) <= set(nbs)

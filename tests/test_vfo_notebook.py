@@ -15,7 +15,7 @@ NB = ROOT / "notebooks" / "03_visual_features.ipynb"
 
 def test_notebook_is_stored_without_outputs():
     nb = json.loads(NB.read_text())
-    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    assert nb["metadata"]["kernelspec"]["name"] == "tvomner"
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     assert "parameters" in code[0]["metadata"].get("tags", [])
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in code)

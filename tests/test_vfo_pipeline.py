@@ -118,3 +118,24 @@ def test_live_llm_and_grounding_path(tmp_path, encoders, monkeypatch):
 def test_text_only_setting_computes_nothing(tmp_path, encoders):
     _, _, _, vf = run(tmp_path, encoders, model_kw={"visual": "none"}, max_samples=2)
     assert vf.counts["glob_kind"] == {"none": 6} and not any((tmp_path / "sample").glob("features-*"))
+
+
+def test_caption_noun_chunks_stand_in_for_the_llm_phrases(tmp_path, encoders):
+    """Without images (captions only, as on the real benchmarks) and without an LLM, the noun chunks
+    of each caption become the phrases whose embeddings stand in for v_obj, and say so."""
+    pytest.importorskip("spacy")
+    from tvolib.vfo.caption_phrases import load_parser, noun_phrases
+    try:
+        nlp = load_parser()
+    except ResourceMissing as e:
+        pytest.skip(str(e))
+    assert noun_phrases(["michael jackson at the new york theatre", "a picture of it"], nlp) == \
+        [["michael jackson", "new york theatre"], []]
+    ds, dc, mc, vf = run(tmp_path, encoders, data_kw={"image_dir": None, "phrases": P.CAPTION_PHRASES})
+    assert vf.counts["glob_kind"] == {"caption": 120}
+    assert vf.counts["phrases_source"] == {"caption-noun-chunks": 120}
+    ok = dict(zip(vf.ids, vf.obj_kind))
+    assert set(ok.values()) == {"phrases"}                  # every sample caption names a shape
+    recs = [json.loads(l) for l in (tmp_path / "sample" / "phrases-caption-noun-chunks.jsonl").read_text().splitlines()]
+    assert len(recs) == 120 and all(r["parser"].startswith("spacy-") for r in recs)
+    assert "red circle" in recs[0]["phrases"] or any("circle" in p for r in recs for p in r["phrases"])

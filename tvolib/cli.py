@@ -1,42 +1,111 @@
-"""``tvomner`` command line.
+"""``tvomner``: train TVOMNER, tag tweets with a checkpoint, list the ablations.
 
     tvomner train --data_dir ../shared/data/twitter2017 --image_dir none \\
         --captions ../shared/data/captions/blip2_twitter2017.json --dataset twitter2017 \\
-        --output_dir runs/t17-full --epochs 4 [--visual none --use_candidates false ...]
+        --output_dir runs/t17-full --epochs 4 [--ablation "w/o VAE"] [--visual none ...]
     torchrun --nproc_per_node 2 -m tvolib.cli train ...          # DDP (gloo on CPU, nccl on GPU)
     tvomner predict --checkpoint runs/t17-full/best --input tweets.txt [--image_dir imgs] \\
         [--format json|conll] [--output out.json]
     tvomner ablations                                            # the Table 2 settings
 
 ``train`` takes every field of ``DataConfig``, ``ModelConfig`` and ``TrainConfig`` as ``--name value``
-(Hugging Face ``HfArgumentParser``), plus ``--ablation NAME`` to start from a Table 2 setting.
+(Hugging Face ``HfArgumentParser``; ``tvomner train --help`` lists them with their defaults), plus
+``--ablation NAME`` to start from a Table 2 setting. Errors are one line on stderr (exit status 1);
+``--debug`` shows the full traceback. Logs go to stderr, data (tables, JSON) to stdout.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
+import re
 import sys
+
+COMMANDS_HELP = {
+    "train": "train a model (every config field is a flag; --ablation NAME for a Table 2 setting)",
+    "predict": "tag tweets (text, one per line, or CoNLL) with a checkpoint folder",
+    "ablations": "list the Table 2 settings and the config switches of each",
+}
+
+# fields whose meaning is not written beside them in tvolib/config.py
+EXTRA_HELP = {
+    "n_random_objects": 'regions per image for "w/o LLMs" (object_source="random")',
+    "num_heads": "attention heads of Eq. 1 and of the cross-attention (section 4.3)",
+    "dropout": "dropout of the new layers",
+    "arch": '"tvomner" (transformer encoder) | "bilstm_crf" | "cnn_bilstm_crf" (word-level baselines)',
+}
 
 
 def _none(v):
     return None if isinstance(v, str) and v.lower() in ("none", "null", "") else v
 
 
-def cmd_train(argv: list[str]) -> int:
+def short_errors(parser):
+    """Usage errors as one line (the full flag list is what ``--help`` is for)."""
+    def error(message):
+        print(f"{parser.prog}: error: {message} ({parser.prog} --help lists the flags)", file=sys.stderr)
+        raise SystemExit(2)
+    parser.error = error
+    return parser
+
+
+def field_help(cls) -> dict[str, str]:
+    """Help texts of a config dataclass: ``metadata["help"]``, else the comment written beside the
+    field in its source (continued on the following comment-only lines)."""
+    out, last = {}, None
+    for line in inspect.getsource(cls).splitlines():
+        m = re.match(r"^    (\w+)\s*:[^=#]*=[^#]*?(?:#\s*(.*))?$", line)
+        if m:
+            last = m.group(1)
+            if m.group(2):
+                out[last] = m.group(2).strip()
+            continue
+        m = re.match(r"^\s{8,}#\s*(.*)$", line)
+        if m and last in out:
+            out[last] += " " + m.group(1).strip()
+        elif line.strip() and not line.strip().startswith("#"):
+            last = None
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("help"):
+            out[f.name] = f.metadata["help"]
+        elif f.name not in out and f.name in EXTRA_HELP:
+            out[f.name] = EXTRA_HELP[f.name]
+    return out
+
+
+def train_parser():
+    """``HfArgumentParser`` over the three configs, every flag with its help and default."""
     from transformers import HfArgumentParser
     from .config import DataConfig, ModelConfig, TrainConfig
-    ablation = None
-    if "--ablation" in argv:
-        i = argv.index("--ablation")
-        ablation = argv[i + 1]
-        argv = argv[:i] + argv[i + 2:]
-    parser = HfArgumentParser((DataConfig, ModelConfig, TrainConfig), prog="tvomner train")
-    data_cfg, model_cfg, train_cfg = parser.parse_args_into_dataclasses(args=argv)
+    parser = HfArgumentParser((DataConfig, ModelConfig, TrainConfig), prog="tvomner train",
+                              description="Train TVOMNER (or a baseline); flags are the fields of DataConfig, "
+                                          "ModelConfig and TrainConfig (tvolib/config.py). 'none' means None.",
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    helps = {**field_help(DataConfig), **field_help(ModelConfig), **field_help(TrainConfig)}
+    for action in parser._actions:   # argparse keeps its actions there; help texts are set after the fact
+        name = action.dest
+        if any(o.startswith("--no_") for o in action.option_strings):
+            action.help = f"same as --{name} false"
+        elif name in helps and not action.help:
+            action.help = helps[name].replace("%", "%%")
+    parser.add_argument("--ablation", default=None, choices=list(ModelConfig.ABLATIONS),
+                        help="start from a Table 2 setting; explicit model flags still win")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    return short_errors(parser)
+
+
+def cmd_train(argv: list[str]) -> int:
+    from .config import ModelConfig
+    parser = train_parser()
+    out = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    (data_cfg, model_cfg, train_cfg), ns, rest = out[:3], out[3], out[-1]   # ns: --ablation, --debug
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     data_cfg = dataclasses.replace(data_cfg, image_dir=_none(data_cfg.image_dir), captions=_none(data_cfg.captions))
-    if ablation:
-        overrides = {k: getattr(model_cfg, k) for k in ModelConfig.ABLATIONS.get(ablation, {})
-                     if f"--{k}" in argv}
-        model_cfg = dataclasses.replace(model_cfg.ablation(ablation), **overrides)
+    if ns.ablation:
+        given = {a.split("=")[0][2:].replace("-", "_").removeprefix("no_") for a in argv if a.startswith("--")}
+        overrides = {k: getattr(model_cfg, k) for k in ModelConfig.ABLATIONS[ns.ablation] if k in given}
+        model_cfg = dataclasses.replace(model_cfg.ablation(ns.ablation), **overrides)
     from .train import train
     res = train(data_cfg, model_cfg, train_cfg)
     if "test" in res:
@@ -45,21 +114,34 @@ def cmd_train(argv: list[str]) -> int:
     return 0
 
 
-def cmd_predict(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="tvomner predict", description="tag tweets with a checkpoint")
+def predict_parser():
+    ap = argparse.ArgumentParser(prog="tvomner predict", description="Tag tweets with a checkpoint folder.",
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--checkpoint", required=True, help="a checkpoint folder (<output_dir>/best)")
-    ap.add_argument("--input", required=True, help="tweets, one per line (optional 'IMGID<TAB>'), or CoNLL")
-    ap.add_argument("--input_format", default="auto", choices=["auto", "text", "conll"])
-    ap.add_argument("--image_dir", default=None)
+    ap.add_argument("--input", required=True,
+                    help="tweets: one per line (optional 'IMGID<TAB>' prefix), or CoNLL with IMGID: lines")
+    ap.add_argument("--input_format", default="auto", choices=["auto", "text", "conll"],
+                    help="auto: CoNLL when the first line starts with IMGID:")
+    ap.add_argument("--image_dir", default=None, help="folder of <IMGID>.jpg|png images (none: text and captions only)")
     ap.add_argument("--captions", default=None, help="{IMGID: caption} JSON (image stand-in)")
-    ap.add_argument("--format", default="json", choices=["json", "conll"])
+    ap.add_argument("--knowledge_file", default=None,
+                    help="per-tweet knowledge JSONL for a checkpoint trained with knowledge_source=tweet_files")
+    ap.add_argument("--format", default="json", choices=["json", "conll"], help="output format")
     ap.add_argument("--output", default=None, help="file to write (default: stdout)")
-    ap.add_argument("--cache_dir", default=None)
-    ap.add_argument("--device", default="cpu")
-    a = ap.parse_args(argv)
+    ap.add_argument("--cache_dir", default=None,
+                    help="prediction caches go to <cache_dir>/predict/ (default: the checkpoint's cache_dir)")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda")
+    ap.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    return short_errors(ap)
+
+
+def cmd_predict(argv: list[str]) -> int:
+    a = predict_parser().parse_args(argv)
     from .predict import Predictor, format_output, read_tweets
     tweets = read_tweets(a.input, a.input_format)
-    res = Predictor(a.checkpoint, a.device, a.cache_dir).predict(tweets, a.image_dir, a.captions)
+    predictor = Predictor.from_checkpoint(a.checkpoint, device=a.device, cache_dir=a.cache_dir)
+    res = predictor.predict(tweets, image_dir=_none(a.image_dir), captions=_none(a.captions),
+                            knowledge_file=_none(a.knowledge_file))
     text = format_output(res, a.format)
     if a.output:
         from .cache import atomic_write_text
@@ -71,6 +153,8 @@ def cmd_predict(argv: list[str]) -> int:
 
 
 def cmd_ablations(argv: list[str]) -> int:
+    argparse.ArgumentParser(prog="tvomner ablations", description=COMMANDS_HELP["ablations"]).parse_args(
+        [a for a in argv if a != "--debug"])
     from .config import ModelConfig
     for name, ov in ModelConfig.ABLATIONS.items():
         print(f"{name:10s} {ov}")
@@ -80,13 +164,38 @@ def cmd_ablations(argv: list[str]) -> int:
 COMMANDS = {"train": cmd_train, "predict": cmd_predict, "ablations": cmd_ablations}
 
 
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: tvomner {" + ",".join(COMMANDS) + "} [--help] [--debug] ...", "",
+             "commands:"] + [f"  {c:{width}s}  {COMMANDS_HELP[c]}" for c in COMMANDS]
+    lines += ["", "`tvomner COMMAND --help` lists a command's flags with their defaults.",
+              "--debug (any command): full traceback on errors instead of one line."]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print(__doc__)
-        print("commands:", ", ".join(COMMANDS))
-        return 0 if not argv or argv[0] in ("-h", "--help") else 2
-    return COMMANDS[argv[0]](argv[1:])
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    cmd, rest = argv[0], argv[1:]
+    if cmd not in COMMANDS:
+        print(f"tvomner: unknown command {cmd!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    debug = "--debug" in rest
+    if debug and cmd == "train":
+        rest = [a for a in rest if a != "--debug"]
+    try:
+        return COMMANDS[cmd](rest)
+    except KeyboardInterrupt:
+        print(f"tvomner {cmd}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if debug:
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(f"tvomner {cmd}: error: {type(e).__name__}: {msg} (--debug for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -16,8 +16,9 @@ Reading rules (the same for training and scoring, see ``read_conll``):
   applies exactly that rule, so candidate spans, knowledge queries, training targets and scores
   all see the same entities. Use ``repair_bio`` if you want the tags rewritten to ``B-X``.
 * CRLF line endings and a UTF-8 BOM are accepted.
-* Errors (malformed line, unknown label, empty file, tweet with no tokens) raise
-  ``DataFormatError`` naming the file and the line; a duplicate IMGID is a warning.
+* Errors (malformed line, unknown label, empty file, tweet with no tokens, a file that is not
+  UTF-8, an IMGID that is not a plain file name) raise ``DataFormatError`` naming the file and the
+  line; a duplicate IMGID is a warning.
 """
 from __future__ import annotations
 
@@ -105,8 +106,9 @@ def repair_bio(labels: Sequence[str]) -> list[str]:
     return out
 
 
-def read_conll(path: str | Path, split: str | None = None) -> list[Tweet]:
-    """Read one UMT CoNLL file. See the module docstring for the rules."""
+def read_utf8(path: str | Path) -> str:
+    """A text file's content (a UTF-8 BOM is dropped); a missing file or one that is not UTF-8 is an
+    error naming the file (and the line of the first bad byte)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
@@ -114,10 +116,17 @@ def read_conll(path: str | Path, split: str | None = None) -> list[Tweet]:
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
-        raise DataFormatError(path, line, f"not UTF-8 ({e.reason})") from None
+        raise DataFormatError(path, line, f"not UTF-8 ({e.reason} at byte {e.start}; Latin-1 or cp1252?); "
+                                          f"convert it, e.g. iconv -f latin1 -t utf-8") from None
+
+
+def read_conll(path: str | Path, split: str | None = None) -> list[Tweet]:
+    """Read one UMT CoNLL file. See the module docstring for the rules."""
+    path = Path(path)
+    text = read_utf8(path)
     split = split or path.stem
     tweets: list[Tweet] = []
     cur: Tweet | None = None
@@ -142,6 +151,8 @@ def read_conll(path: str | Path, split: str | None = None) -> list[Tweet]:
             imgid = line[len("IMGID:"):].strip()
             if not imgid:
                 raise DataFormatError(path, lineno, "empty IMGID")
+            if imgid_problem(imgid):
+                raise DataFormatError(path, lineno, imgid_problem(imgid))
             if imgid in seen:
                 warnings.warn(f"{path}:{lineno}: duplicate IMGID:{imgid} (first at {seen[imgid]})",
                               stacklevel=2)
@@ -175,10 +186,24 @@ def write_conll(tweets: Iterable[Tweet], path: str | Path) -> None:
     atomic_write_text(path, "\n\n".join(blocks) + "\n")
 
 
+def imgid_problem(imgid: str) -> str | None:
+    """Why an IMGID cannot name an image file inside ``image_dir`` (None when it can): it must be a
+    plain file name, without folders, ``..``, a drive or control characters."""
+    if imgid in (".", "..") or "/" in imgid or "\\" in imgid or (len(imgid) > 1 and imgid[1] == ":"):
+        return f"IMGID {imgid!r} is not a plain file name (no folders, '..' or drive letters)"
+    if any(ord(c) < 32 for c in imgid):
+        return f"IMGID {imgid!r} holds control characters"
+    return None
+
+
 def find_image(image_dir: str | Path | None, imgid: str) -> Path | None:
-    """``<image_dir>/<IMGID>.<jpg|jpeg|png>`` (either case), or None."""
+    """``<image_dir>/<IMGID>.<jpg|jpeg|png>`` (either case), or None. An IMGID that is not a plain
+    file name is refused (it could reach files outside ``image_dir``)."""
     if image_dir is None:
         return None
+    problem = imgid_problem(str(imgid))
+    if problem:
+        raise ValueError(problem)
     image_dir = Path(image_dir)
     for ext in IMAGE_EXTENSIONS:
         for e in (ext, ext.upper()):

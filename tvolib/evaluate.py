@@ -109,9 +109,16 @@ def write_predictions(path: str | Path, tweets: Iterable[Tweet], pred: Sequence[
 
 
 def read_predictions(path: str | Path) -> tuple[list[list[str]], list[list[str]]]:
-    """Read back a file of ``write_predictions``: (gold, predicted) label sequences."""
+    """Read back a file of ``write_predictions`` (plain, or gzip-compressed when the name ends in
+    ``.gz``): (gold, predicted) label sequences."""
+    path = Path(path)
+    if path.suffix == ".gz":
+        import gzip
+        text = gzip.decompress(path.read_bytes()).decode("utf-8")
+    else:
+        text = path.read_text(encoding="utf-8")
     gold, pred, g, p = [], [], None, None
-    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(text.splitlines(), 1):
         if line.startswith("IMGID:"):
             g, p = [], []
             gold.append(g), pred.append(p)
@@ -138,10 +145,15 @@ def paired_bootstrap(gold: Sequence[Sequence[str]], pred_a: Sequence[Sequence[st
 def paired_bootstrap_seeds(gold: Sequence[Sequence[str]], runs_a: Sequence[Sequence[Sequence[str]]],
                            runs_b: Sequence[Sequence[Sequence[str]]], n: int = 2000, seed: int = 0) -> dict:
     """The paired bootstrap of :func:`paired_bootstrap` for several seeds at once: ``runs_a[i]`` and
-    ``runs_b[i]`` are the predictions of seed i. Each resample draws one set of tweets and scores
-    every seed on it, so the statistic — the mean over seeds of ``F1(b_i) − F1(a_i)`` — carries both
-    the test-set sampling and the seed-to-seed spread. ``delta_f1`` is that mean on the full test set,
-    ``per_seed`` the differences it averages."""
+    ``runs_b[i]`` are the predictions of seed i. The statistic is the mean over seeds of
+    ``F1(b_i) − F1(a_i)``; ``delta_f1`` is that mean on the full test set, ``per_seed`` the
+    differences it averages.
+
+    Each resample draws one set of **tweets** (the same indices for both systems and every seed)
+    and scores every seed on it. The seeds themselves are fixed, not resampled: the interval
+    carries the test-set sampling of this mean only, not the seed-to-seed spread (a new seed could
+    land outside it). For the spread over seeds use :func:`seed_interval` on ``per_seed``, and
+    :func:`beats` to require both intervals above zero."""
     import numpy as np
     from seqeval.metrics.sequence_labeling import get_entities
     if len(runs_a) != len(runs_b) or not runs_a:
@@ -179,3 +191,101 @@ def paired_bootstrap_seeds(gold: Sequence[Sequence[str]], runs_a: Sequence[Seque
     return {"delta_f1": round(obs, 3), "ci95": [round(float(lo), 3), round(float(hi), 3)],
             "p_b_not_better": round(float((diffs <= 0).mean()), 4), "n_resamples": n, "n_tweets": m,
             "per_seed": [round(float(d), 3) for d in per_seed]}
+
+
+# ----------------------------------------------------------------------------------------------
+# intervals over seeds
+
+
+def t_quantile_975(df: int) -> float:
+    """Two-sided 95 % quantile of Student's t with ``df`` degrees of freedom (table up to 30, then
+    the Cornish-Fisher expansion, within 1e-4 of the exact value)."""
+    table = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281,
+             2.2010, 2.1788, 2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860,
+             2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423)
+    if df < 1:
+        raise ValueError(f"t quantile needs df >= 1, got {df}")
+    if df <= len(table):
+        return table[df - 1]
+    z = 1.959964
+    return (z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+            + (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / (384 * df ** 3))
+
+
+def seed_interval(deltas: Sequence[float]) -> dict:
+    """95 % t-interval of the mean of paired per-seed differences (e.g. ``F1(b, seed i) − F1(a,
+    seed i)``): mean ± t(0.975, n−1) · sd / √n. It carries the seed-to-seed spread that the tweet
+    bootstrap leaves out. With one seed the spread is unknown and the interval is undefined
+    (``ci95`` None, said in ``note``)."""
+    import statistics
+    xs = [float(d) for d in deltas]
+    if not xs:
+        raise ValueError("no per-seed differences")
+    mean = statistics.fmean(xs)
+    out = {"n_seeds": len(xs), "mean": round(mean, 3), "per_seed": [round(x, 3) for x in xs]}
+    if len(xs) < 2:
+        return {**out, "sd": None, "ci95": None, "note": "one seed: no interval over seeds"}
+    sd = statistics.stdev(xs)
+    half = t_quantile_975(len(xs) - 1) * sd / len(xs) ** 0.5
+    return {**out, "sd": round(sd, 3), "ci95": [round(mean - half, 3), round(mean + half, 3)], "note": ""}
+
+
+def beats(tweet_bootstrap: dict | None, over_seeds: dict | None) -> bool:
+    """True only when both 95 % intervals lie above zero: the paired tweet bootstrap
+    (:func:`paired_bootstrap_seeds`, ``ci95``) and the t-interval over seeds
+    (:func:`seed_interval`, ``ci95``). A missing or undefined interval (one seed) is not evidence."""
+    def above(r):
+        return bool(r) and r.get("ci95") is not None and r["ci95"][0] > 0
+    return above(tweet_bootstrap) and above(over_seeds)
+
+
+# ----------------------------------------------------------------------------------------------
+# a model's predictions and scores on prepared examples (``tvolib.inputs.prepare_data``)
+
+
+def predict_examples(model, examples: list[dict], collate, batch_size: int = 64, device="cpu",
+                     precision: str = "fp32", labels=None) -> list[list[str]]:
+    """Viterbi label strings for every example (one per word), in ``precision`` ("fp32" | "bf16")."""
+    import torch
+    from .data import LABELS
+    from .device import autocast, to_device
+    labels = LABELS if labels is None else labels
+    model.eval()
+    device = torch.device(device)
+    preds: list[list[str]] = []
+    with torch.no_grad():
+        for i in range(0, len(examples), batch_size):
+            batch = to_device(collate(examples[i:i + batch_size]), device)
+            batch.pop("labels", None)
+            with autocast(device, precision):
+                ids = model.decode(batch)
+            preds += [[labels[j] for j in seq] for seq in ids]
+    return preds
+
+
+def evaluate(model, examples: list[dict], collate, batch_size: int = 64, device="cpu",
+             precision: str = "fp32") -> tuple[Scores, list[list[str]]]:
+    """Span scores of ``model`` on labelled examples, and its predictions."""
+    from .data import LABELS
+    pred = predict_examples(model, examples, collate, batch_size, device, precision)
+    gold = [[LABELS[j] for j in e["labels"]] for e in examples]
+    return score(gold, pred), pred
+
+
+def type_confusion(gold: list[list[str]], pred: list[list[str]]) -> tuple[list[str], list[list[int]]]:
+    """Entity-type confusion over spans: rows = gold type (+ "none" for spurious predictions),
+    columns = predicted type at the same span (+ "none" when the gold span was not predicted with
+    exactly these boundaries). Returns (names, matrix)."""
+    from .data import entity_spans
+    names = list(ENTITY_TYPES) + ["none"]
+    pos = {n: i for i, n in enumerate(names)}
+    m = [[0] * len(names) for _ in names]
+    for g, p in zip(gold, pred):
+        gs = {(s, e): t for s, e, t in entity_spans(g)}
+        ps = {(s, e): t for s, e, t in entity_spans(p)}
+        for span, t in gs.items():
+            m[pos[t]][pos[ps.get(span, "none")]] += 1
+        for span, t in ps.items():
+            if span not in gs:
+                m[pos["none"]][pos[t]] += 1
+    return names, m

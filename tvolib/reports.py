@@ -13,16 +13,22 @@ that declares them, and a key named after a notebook (``01_data:``) holds values
 only. A value given on the command line wins. A parameter is only passed to a notebook whose
 ``parameters`` cell declares it.
 
+A parameters file is checked before anything runs: a top-level key that no notebook of the
+folder declares, or a section named after no notebook, is an error naming the file and the key (a
+typo would otherwise be dropped without a word); a missing file is a one-line error. While a
+notebook runs, a line every ``--every`` seconds gives its elapsed time and current cell.
+
 A failing notebook stops the run with exit status 1 and a message naming the notebook and the
-cell; its partly executed copy is kept for inspection. API keys are never parameters: they are
-read from the environment by the code that needs them, so they never reach a notebook or report.
+cell; its partly executed copy is kept for inspection. API keys are never parameters: a parameter
+whose name looks like a secret (``api_key``, ``*_token``, ``password``...) is refused wherever it is
+given, and a notebook default with such a name is never written to a report. Keys are read from
+the environment by the code that needs them.
 """
 from __future__ import annotations
 
 import argparse
 import ast
 import json
-import os
 import platform
 import re
 import subprocess
@@ -37,7 +43,10 @@ from .cache import atomic_write_json, atomic_write_text
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("tvolib", "torch", "torchvision", "transformers", "timm", "pytorch-crf", "seqeval",
             "papermill", "numpy", "pillow", "safetensors", "openai", "wikipedia", "matplotlib")
-SECRET_NAME = re.compile(r"(api[_-]?key|secret|token|password)", re.I)
+# a name part (between "_" or "-") that names a credential: api_key, openai_api_key, hf_token,
+# client_secret, password; not max_tokens or tokenizer
+SECRET_NAME = re.compile(r"(^|[_-])(api[_-]?key|apikey|access[_-]?key|secret|token|password|passwd|credentials?)"
+                         r"($|[_-])", re.I)
 DATA_FILES = ("train.txt", "valid.txt", "test.txt")
 
 
@@ -75,6 +84,8 @@ def parse_value(text: str):
 
 def load_params_file(path: str | Path) -> dict:
     path = Path(path)
+    if not path.is_file():
+        raise SystemExit(f"{path}: parameters file not found")
     text = path.read_text()
     if path.suffix in (".yaml", ".yml"):
         import yaml
@@ -98,10 +109,36 @@ def declared_parameters(nb_path: Path) -> dict:
 
 
 def check_no_secrets(params: dict, where: str) -> None:
+    """Refuse any key (at any depth) whose name looks like a credential, whatever its value."""
     for k, v in params.items():
-        if SECRET_NAME.search(k) and v not in (None, "", False):
+        if SECRET_NAME.search(str(k)):
             raise SystemExit(f"{where}: parameter {k!r} looks like a secret; API keys are read from "
                              f"the environment (e.g. OPENAI_API_KEY) and never passed as parameters")
+        if isinstance(v, dict):
+            check_no_secrets(v, f"{where}: {k}")
+
+
+def redact_secrets(params: dict) -> dict:
+    """``params`` without the keys whose name looks like a credential (what a report may hold)."""
+    return {k: redact_secrets(v) if isinstance(v, dict) else v for k, v in params.items()
+            if not SECRET_NAME.search(str(k))}
+
+
+def check_params_file(file_params: dict, notebooks: list[Path], source: str = "parameters file") -> None:
+    """Every top-level key must be a parameter that some notebook declares, or a section named
+    after a notebook (``01_data:``); secret-looking names are refused. ``notebooks`` should be every
+    notebook of the folder, not only those selected with ``--only``."""
+    check_no_secrets(file_params, source)
+    declared = {nb.stem: declared_parameters(nb) for nb in notebooks}
+    any_declared = set().union(*declared.values()) if declared else set()
+    for k, v in file_params.items():
+        if k in declared:
+            if not isinstance(v, dict):
+                raise SystemExit(f"{source}: section {k!r} must be a mapping of parameter names to values")
+        elif k not in any_declared:
+            what = "section" if isinstance(v, dict) else "key"
+            raise SystemExit(f"{source}: {what} {k!r} is not declared by any notebook (notebooks: "
+                             f"{sorted(declared)}; parameters: {sorted(any_declared)})")
 
 
 def params_for(nb: Path, file_params: dict, cli_params: dict, source: str = "parameters file") -> dict:
@@ -109,13 +146,14 @@ def params_for(nb: Path, file_params: dict, cli_params: dict, source: str = "par
     section (``<stem>:``), then ``-p`` flags. A key of its own section that it does not declare is
     an error naming ``source`` (a typo there would otherwise be dropped without a word)."""
     declared = declared_parameters(nb)
-    merged = {k: v for k, v in file_params.items() if not isinstance(v, dict) or k in declared}
+    merged = {k: v for k, v in file_params.items() if not (k[:2].isdigit() and isinstance(v, dict))}
     section = file_params.get(nb.stem) if isinstance(file_params.get(nb.stem), dict) else {}
     undeclared = sorted(set(section) - set(declared))
     if undeclared:
         raise SystemExit(f"{source}: section {nb.stem!r} sets {undeclared}, which {nb.name} does not declare "
                          f"in its parameters cell (it declares {sorted(declared)})")
     merged.update(section)
+    check_no_secrets(cli_params, "command line")
     merged.update(cli_params)
     chosen = {k: v for k, v in merged.items() if k in declared}
     check_no_secrets(chosen, nb.name)
@@ -148,7 +186,10 @@ def data_checksums(params: dict, cwd: Path) -> dict:
     from .data import file_sha256
     sums = {}
     for k, v in params.items():
-        if not isinstance(v, str) or not v or k in ("cache_dir", "output_dir", "out_dir"):
+        if isinstance(v, dict):                       # nested parameters, e.g. a dataset's DataConfig fields
+            sums.update({f"{k}.{kk}": vv for kk, vv in data_checksums(v, cwd).items()})
+            continue
+        if not isinstance(v, str) or not v or k in ("cache_dir", "output_dir", "out_dir", "figure_dir"):
             continue
         p = Path(v) if Path(v).is_absolute() else cwd / v
         if p.is_dir():
@@ -168,7 +209,10 @@ def default_parameters(nb: Path) -> dict:
 def html_export(executed: Path, html: Path) -> None:
     import nbformat
     from nbconvert import HTMLExporter
-    body, _ = HTMLExporter().from_notebook_node(nbformat.read(str(executed), as_version=4))
+    from .viz import widget_renderer_url
+    # the widget renderer inlined: the saved widgets (notebook 06) show offline, not only from a CDN
+    body, _ = HTMLExporter(widget_renderer_url=widget_renderer_url()).from_notebook_node(
+        nbformat.read(str(executed), as_version=4))
     atomic_write_text(html, body)
 
 
@@ -199,25 +243,79 @@ def _describe_cell(executed: Path, index: int) -> str:
         return f"cell index {index}"
 
 
+def notebook_progress(executed: Path) -> tuple[int, int, str] | None:
+    """(cells finished, code cells, first line of the running cell) of a notebook papermill is
+    executing (it saves the output copy after every cell); None when it cannot be read yet."""
+    try:
+        cells = [c for c in json.loads(Path(executed).read_text())["cells"] if c.get("cell_type") == "code"]
+    except (OSError, ValueError, KeyError):
+        return None
+    status = [c.get("metadata", {}).get("papermill", {}).get("status") for c in cells]
+    running = next((c for c, st in zip(cells, status) if st == "running"), None)
+    src = "".join(running["source"]) if running else ""
+    first = next((l.strip() for l in src.splitlines() if l.strip()), "")
+    return sum(st == "completed" for st in status), len(cells), first[:60]
+
+
+class LiveLine:
+    """Prints ``[reports] <name>: running 1m30s, cell 3/9 (`first line`)`` every ``every`` seconds
+    from a thread while a notebook executes (papermill itself is silent with progress_bar off)."""
+
+    def __init__(self, name: str, executed: Path, every: float | None, prefix: str = "[reports]"):
+        import threading
+        self.name, self.executed, self.every, self.prefix = name, executed, every, prefix
+        self.t0 = time.time()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True) if every else None
+
+    def _run(self):
+        while not self._stop.wait(self.every):
+            print(f"{self.prefix} {self.line()}", flush=True)
+
+    def line(self) -> str:
+        el = int(time.time() - self.t0)
+        prog = notebook_progress(self.executed)
+        where = f", cell {prog[0] + 1}/{prog[1]} (`{prog[2]}`)" if prog and prog[0] < prog[1] else ""
+        return f"{self.name}: running {el // 60}m{el % 60:02d}s{where}"
+
+    def __enter__(self):
+        if self._thread:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+        return False
+
+
 def run_notebook(nb: Path, out_dir: Path, params: dict, cwd: Path, kernel: str | None = None,
-                 timeout: int | None = None) -> dict:
+                 timeout: int | None = None, html: bool = True, every: float | None = 30) -> dict:
+    """Execute ``nb`` into ``out_dir`` and write its report record ``out_dir/<stem>.json``. A
+    notebook that declares ``figure_dir`` and is not given one saves its figures into
+    ``out_dir/figures``. ``every``: seconds between live lines (None: silent)."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
+    check_no_secrets(params, nb.name)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if "figure_dir" in declared_parameters(nb) and "figure_dir" not in params:
+        params = {**params, "figure_dir": str(out_dir / "figures")}
     executed = out_dir / nb.name
     t0 = time.time()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     error = None
     try:
-        pm.execute_notebook(str(nb), str(executed), parameters=params, cwd=str(cwd),
-                            kernel_name=kernel or kernel_name(), progress_bar=False,
-                            execution_timeout=timeout, report_mode=False)
+        with LiveLine(nb.name, executed, every):
+            pm.execute_notebook(str(nb), str(executed), parameters=params, cwd=str(cwd),
+                                kernel_name=kernel or kernel_name(), progress_bar=False,
+                                execution_timeout=timeout, report_mode=False)
     except PapermillExecutionError as e:
         error = f"{nb.name}: {_describe_cell(executed, e.cell_index)} raised {e.ename}: {e.evalue}"
     except Exception as e:  # kernel died, timeout, bad notebook
         error = f"{nb.name}: {type(e).__name__}: {str(e)[:500]}"
     wall = time.time() - t0
-    effective = {**default_parameters(nb), **params}
+    effective = redact_secrets({**default_parameters(nb), **params})
     record = {
         "notebook": str(nb.relative_to(REPO) if nb.is_relative_to(REPO) else nb),
         "executed": executed.name, "html": nb.stem + ".html",
@@ -229,8 +327,7 @@ def run_notebook(nb: Path, out_dir: Path, params: dict, cwd: Path, kernel: str |
         "data_checksums": data_checksums(effective, cwd),
         "platform": platform.platform(), "command": " ".join(sys.argv),
     }
-    check_no_secrets(effective, nb.name)
-    if executed.exists():
+    if executed.exists() and html:
         try:
             html_export(executed, out_dir / (nb.stem + ".html"))
         except Exception as e:  # an HTML failure must not hide the notebook's own result
@@ -253,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cwd", default=str(REPO), help="working directory of the kernels (repo root)")
     ap.add_argument("--kernel", default=None, help="Jupyter kernel (default: tvomner, else python3)")
     ap.add_argument("--timeout", type=int, default=None, help="seconds per cell")
+    ap.add_argument("--every", type=float, default=30, help="seconds between live lines (0: none)")
     args = ap.parse_args(argv)
 
     cli = {}
@@ -262,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
         k, v = item.split("=", 1)
         cli[k.strip()] = parse_value(v)
     file_params = load_params_file(args.params) if args.params else {}
+    check_no_secrets(cli, "command line")
+    if args.params:
+        check_params_file(file_params, find_notebooks(args.notebooks), source=str(args.params))
     nbs = find_notebooks(args.notebooks, args.only)
     used = set()
     plans = []
@@ -276,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     for nb, p in plans:
         print(f"[reports] {nb.name} {json.dumps(p, default=str) if p else ''}", flush=True)
         try:
-            rec = run_notebook(nb, out, p, Path(args.cwd), args.kernel, args.timeout)
+            rec = run_notebook(nb, out, p, Path(args.cwd), args.kernel, args.timeout, every=args.every or None)
         except NotebookFailed as e:
             print(f"[reports] FAILED {e}\n[reports] partial output: {out / nb.name}", file=sys.stderr)
             write_summary(out)

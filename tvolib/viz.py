@@ -1,10 +1,16 @@
-"""Plots and HTML views shared by the notebooks (matplotlib; no state kept here)."""
+"""Plots and HTML views shared by the notebooks (matplotlib; no state kept here).
+
+Plots draw on the axes they are given (or a new figure) and never change matplotlib's backend, so
+they show inline in a notebook; ``save_figure`` writes a PNG copy beside the report.
+"""
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 from collections import Counter
+from pathlib import Path
 from typing import Sequence
 
 from .data import ENTITY_TYPES, Dataset, Tweet, entity_spans
@@ -62,7 +68,8 @@ def spans_html(tokens: Sequence[str], labels: Sequence[str]) -> str:
     return " ".join(out)
 
 
-def _thumb(tweet: Tweet, size: int = 128) -> str:
+def thumb_html(tweet: Tweet, size: int = 128) -> str:
+    """The tweet's image as an inline ``<img>`` (or a grey box naming why there is none)."""
     from .images import load_image
     img, status = load_image(tweet.image_path)
     if img is None:
@@ -85,7 +92,85 @@ def tweets_html(tweets: Sequence[Tweet], captions: dict | None = None,
             cells.append("<i>predicted:</i> " + spans_html(t.tokens, predictions[k]))
         if captions and t.id in captions:
             cells.append(f'<span style="color:#666">caption: {html.escape(captions[t.id])}</span>')
-        rows.append(f"<tr><td>{_thumb(t)}</td><td style='text-align:left'>{'<br>'.join(cells)}</td></tr>")
+        rows.append(f"<tr><td>{thumb_html(t)}</td><td style='text-align:left'>{'<br>'.join(cells)}</td></tr>")
     legend = " ".join(f'<span style="background:{c};color:white;padding:1px 4px">{t}</span>'
                       for t, c in TYPE_COLOURS.items())
     return f"<div>{legend}</div><table>{''.join(rows)}</table>"
+
+
+def save_figure(fig, figure_dir: str | Path | None, name: str, dpi: int = 120) -> Path | None:
+    """Write ``fig`` to ``<figure_dir>/<name>.png`` atomically and return the path; nothing when
+    ``figure_dir`` is None (the report runner passes its output folder)."""
+    if figure_dir is None:
+        return None
+    from .cache import atomic_write_bytes
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    path = Path(figure_dir) / f"{name}.png"
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+_WIDGET_RENDERER = Path(__file__).resolve().parent / "static" / "html-manager" / "embed.js"
+
+
+@functools.lru_cache(maxsize=1)
+def widget_renderer_url() -> str:
+    """A ``data:`` URL of the vendored Jupyter widgets renderer (``tvolib/static/html-manager``), for
+    nbconvert's ``HTMLExporter(widget_renderer_url=...)``: an HTML copy then shows its saved widgets
+    with no network (nbconvert's default loads the renderer from a CDN). "" when the file is absent,
+    which leaves nbconvert's default."""
+    if not _WIDGET_RENDERER.is_file():
+        return ""
+    return "data:text/javascript;base64," + base64.b64encode(_WIDGET_RENDERER.read_bytes()).decode("ascii")
+
+
+# ----------------------------------------------------------------------------------------------
+# training curves and the type confusion (``tvolib.train``, notebook 04)
+
+
+def _new_figure(figsize, ncols: int = 1, standalone: bool = False):
+    """(fig, axes): a pyplot figure (shown inline in a notebook), or with ``standalone`` a bare
+    ``matplotlib.figure.Figure`` that touches no pyplot state (files written by the trainer)."""
+    if standalone:
+        from matplotlib.figure import Figure
+        fig = Figure(figsize=figsize)
+        return fig, fig.subplots(1, ncols)
+    import matplotlib.pyplot as plt
+    return plt.subplots(1, ncols, figsize=figsize)
+
+
+def plot_history(history: list[dict], path: str | Path | None = None):
+    """Training curves: loss per step and per epoch, valid F1 per epoch. With ``path`` the figure is
+    written there (PNG) without pyplot, so a notebook's backend and open figures are left alone."""
+    fig, ax = _new_figure((10, 3.5), 2, standalone=path is not None)
+    steps = [l for h in history for l in h.get("step_losses", [])]
+    if steps:
+        ax[0].plot(range(1, len(steps) + 1), steps, alpha=0.4, label="step loss")
+    per_epoch = [h["train_loss"] for h in history]
+    spe = max(1, len(steps) // max(1, len(history)))
+    ax[0].plot([spe * (i + 1) for i in range(len(history))], per_epoch, "o-", label="epoch mean")
+    ax[0].set_xlabel("optimizer step"); ax[0].set_ylabel("L = L_NER + λ L_VAE"); ax[0].legend()
+    ax[1].plot([h["epoch"] for h in history], [h["valid_f1"] for h in history], "o-", label="valid F1")
+    ax[1].set_xlabel("epoch"); ax[1].set_ylabel("F1 (%)"); ax[1].legend()
+    fig.tight_layout()
+    if path is not None:
+        from .cache import atomic_write_bytes
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100)
+        atomic_write_bytes(path, buf.getvalue())
+    return fig
+
+
+def plot_confusion(names: list[str], m: list[list[int]], ax=None, title: str = "entity types (test)"):
+    """The matrix of ``tvolib.evaluate.type_confusion`` as a heat map with counts."""
+    if ax is None:
+        _, ax = _new_figure((4.5, 4))
+    ax.imshow(m, cmap="Blues")
+    ax.set_xticks(range(len(names)), names); ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("predicted"); ax.set_ylabel("gold"); ax.set_title(title)
+    hi = max(max(r) for r in m) or 1
+    for i, row in enumerate(m):
+        for j, v in enumerate(row):
+            ax.text(j, i, str(v), ha="center", va="center", color="white" if v > hi / 2 else "black")
+    return ax

@@ -15,10 +15,18 @@ sees half of train, so train candidates are slightly noisier than valid/test one
 bias: the NER model is not taught to over-trust candidates). Use ``k_folds=5`` on a GPU.
 
 Cache: ``<dataset_cache>/candidates.jsonl``, one record per tweet, appended as soon as it is
-predicted, with provenance (model, fold, epochs, config hash). Records are grouped by the tagger
-that makes them (fold f, or "all"); an interrupted run retrains only the groups that still have
-missing tweets, and a complete cache makes a re-run do no work. Training itself is not
+predicted, with provenance (model, fold, epochs, config hash, a hash of the tweet's tokens). A record
+is reused only when its config hash and tokens hash match (records without them, put there by hand,
+are kept as given) (other tagger settings, or another tweet
+under the same id, are predicted again; the last record of an id wins). Records are grouped by the
+tagger that makes them (fold f, or "all"); an interrupted run retrains only the groups that still
+have missing tweets, and a complete cache makes a re-run do no work. Training itself is not
 checkpointed.
+
+The tagger trained on all of train (the one that tags valid, test and any new tweet) is saved in
+``<dataset_cache>/tagger-<config hash>-<train hash>/`` (``save_tagger``: safetensors weights, the backbone's
+config and tokenizer, ``tagger.json``); a training run copies it into its checkpoint, so that
+``tvolib.predict`` tags new tweets with exactly this tagger and never retrains it.
 """
 from __future__ import annotations
 
@@ -123,7 +131,8 @@ class CandidateTagger(nn.Module):
         return build_inputs(self.tokenizer, tokens, [[] for _ in tokens], max_length)
 
     @torch.no_grad()
-    def predict(self, tokens: list[list[str]], batch_size: int = 64, max_length: int = 128) -> list[list[tuple[int, int]]]:
+    def predict(self, tokens: list[list[str]], batch_size: int = 64,
+                max_length: int = TaggerConfig.max_length) -> list[list[tuple[int, int]]]:
         self.eval()
         order = sorted(range(len(tokens)), key=lambda i: len(tokens[i]))   # length-sorted batches
         out: list = [None] * len(tokens)
@@ -219,8 +228,13 @@ def make_candidates(ds, cache_path: str | Path, cfg: TaggerConfig | None = None,
         if s != "train":
             groups.setdefault("all", []).extend(tweets)
     chash = cfg.hash()
+
+    def fresh(t: Tweet) -> bool:   # records without a config hash were put there by hand: kept as given
+        rec = cache.get(t.id)
+        return (rec is not None and rec.get("config_hash", chash) == chash
+                and rec.get("tokens_hash", tokens_hash(t.tokens)) == tokens_hash(t.tokens))
     for g in sorted(groups, key=lambda g: (g == "all", str(g))):
-        todo = [t for t in groups[g] if t.id not in cache]
+        todo = [t for t in groups[g] if not fresh(t)]
         if not todo:
             continue
         fit_on = train if g == "all" else [t for t in train if fold_of(t.id, k, cfg.seed) != g]
@@ -228,14 +242,109 @@ def make_candidates(ds, cache_path: str | Path, cfg: TaggerConfig | None = None,
             log(f"candidate tagger [{g}]: training on {min(len(fit_on), cfg.max_train_samples or len(fit_on))} "
                 f"tweets, predicting {len(todo)}")
         model = train_tagger(fit_on, cfg, model_factory, log)
+        if g == "all":
+            save_tagger(model, tagger_dir(Path(cache_path).parent, cfg, fit_on), cfg, len(fit_on))
         preds = model.predict([t.tokens for t in todo], cfg.eval_batch_size, cfg.max_length)
         for t, spans in zip(todo, preds):
             cache.append({"id": t.id, "split": t.split, "spans": [list(x) for x in spans],
                           "candidates": [" ".join(t.tokens[s:e]) for s, e in spans],
                           "source": "tagger", "model": model.name, "fold": g, "epochs": cfg.epochs,
-                          "k_folds": k, "config_hash": chash})
+                          "k_folds": k, "config_hash": chash, "tokens_hash": tokens_hash(t.tokens)})
         del model
     return cache
+
+
+def tokens_hash(tokens: list[str]) -> str:
+    return stable_hash(list(tokens))
+
+
+# ---------------------------------------------------------------------------------------------- saved taggers
+
+TAGGER_FORMAT = "tvomner-tagger/1"
+
+
+def tagger_dir(cache_dir: str | Path, cfg: TaggerConfig, train: list[Tweet]) -> Path:
+    """Where the tagger trained on ``train`` (all of it) with ``cfg`` is kept in a dataset cache: the
+    name holds the config hash and a hash of the training tweets (a cut training split is another tagger)."""
+    return Path(cache_dir) / f"tagger-{cfg.hash()}-{stable_hash([(t.id, t.tokens, t.labels) for t in train], n=8)}"
+
+
+def save_tagger(model: CandidateTagger, path: str | Path, cfg: TaggerConfig, trained_on: int | None = None) -> Path:
+    """``path/``: ``tagger.safetensors`` (weights), ``backbone/`` (the encoder's config and tokenizer)
+    and ``tagger.json`` (format, config, its hash, a hash of the weights). Written beside and renamed."""
+    import hashlib
+    import os
+    import shutil
+    from safetensors.torch import save_file
+    from ..cache import atomic_write_json
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+              str(tmp / "tagger.safetensors"))
+    model.backbone.config.save_pretrained(tmp / "backbone")
+    model.tokenizer.save_pretrained(str(tmp / "backbone"))
+    weights_hash = hashlib.sha256((tmp / "tagger.safetensors").read_bytes()).hexdigest()[:16]
+    atomic_write_json(tmp / "tagger.json", {"format": TAGGER_FORMAT, "name": model.name,
+                                            "config": dataclasses.asdict(cfg), "config_hash": cfg.hash(),
+                                            "weights_hash": weights_hash, "trained_on": trained_on,
+                                            "dropout": model.drop.p})
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+    return path
+
+
+def load_tagger(path: str | Path) -> tuple[CandidateTagger, dict]:
+    """A saved tagger (``save_tagger``) and its ``tagger.json``; a missing or damaged part is an
+    error naming the file."""
+    import json
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    path = Path(path)
+    info_file = path / "tagger.json"
+    if not info_file.exists():
+        raise FileNotFoundError(f"{info_file}: missing (not a saved candidate tagger)")
+    try:
+        info = json.loads(info_file.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise ValueError(f"{info_file}: not readable JSON ({e})") from None
+    if info.get("format") != TAGGER_FORMAT:
+        raise ValueError(f"{info_file}: unknown tagger format {info.get('format')!r}")
+    backbone = path / "backbone"
+    try:
+        config = AutoConfig.from_pretrained(backbone)
+        tokenizer = AutoTokenizer.from_pretrained(str(backbone))
+    except (OSError, ValueError) as e:
+        raise FileNotFoundError(f"{backbone}: the tagger's encoder config and tokenizer are missing or "
+                                f"damaged ({e})") from None
+    model = CandidateTagger(info.get("name", "tagger"), info.get("dropout", 0.1),
+                            _backbone=AutoModel.from_config(config), _tokenizer=tokenizer)
+    weights = path / "tagger.safetensors"
+    try:
+        state = load_file(str(weights))
+    except Exception as e:   # missing file or a damaged header
+        raise ValueError(f"{weights}: not a readable safetensors file ({type(e).__name__}: {e})") from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{weights}: weights do not fit the tagger (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model.eval(), info
+
+
+def ensure_tagger(train: list[Tweet], cfg: TaggerConfig, path: str | Path,
+                  model_factory: Callable[[], CandidateTagger] | None = None,
+                  log: Callable[[str], None] | None = print) -> Path:
+    """``path`` holding the tagger trained on all of ``train`` with ``cfg``: kept when it is there
+    (``make_candidates`` saves it when it trains it), trained and saved otherwise (caches made
+    before taggers were saved)."""
+    path = Path(path)
+    if (path / "tagger.json").exists():
+        return path
+    if log:
+        log(f"candidate tagger [all]: training on {len(train)} tweets to save it with the checkpoint")
+    return save_tagger(train_tagger(train, cfg, model_factory, log), path, cfg, len(train))
 
 
 def span_scores(tweets: list[Tweet], cache) -> dict:

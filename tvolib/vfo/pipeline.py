@@ -16,7 +16,10 @@ every split. Per tweet, automatically:
 Where the phrases come from (``object_source="llm"``), in order: the dataset's phrases cache
 (``phrases.jsonl``), the file ``DataConfig.phrases`` (copied into the cache with its own
 ``source``), the LLM endpoint when configured (``tvolib.vfo.llm``; captions for images without one
-are asked first). Boxes: the boxes cache (``boxes-llm.jsonl``), GroundingDINO when
+are asked first). ``DataConfig.phrases = "caption-noun-chunks"`` instead takes the noun chunks of
+each tweet's caption (``tvolib.vfo.caption_phrases``, spaCy; cached in
+``phrases-caption-noun-chunks.jsonl``): the offline stand-in where there is neither an LLM nor an image,
+recorded as such in every record's ``source``. Boxes: the boxes cache (``boxes-llm.jsonl``), GroundingDINO when
 ``TVOMNER_GROUNDING_MODEL`` is set, else the file ``DataConfig.boxes`` (the sample's drawn boxes,
 recorded as ``"sample-ground-truth"``). A tweet with a usable image whose phrases or boxes cannot be
 obtained raises ``ResourceMissing`` saying how to provide them. Nothing is ever faked.
@@ -40,6 +43,8 @@ from .encoders import (ImageEncoder, extract_image_features, extract_text_featur
                        resolve_image_encoder, safe_name, stack_rows)
 from .fusion import GLOB_CAPTION, GLOB_IMAGE, GLOB_NONE, OBJ_IMAGE, OBJ_NONE, OBJ_PHRASES
 
+#: ``DataConfig.phrases`` value that takes the noun chunks of the captions as the LLM's phrases
+CAPTION_PHRASES = "caption-noun-chunks"
 GLOB_CODES = {"none": GLOB_NONE, "image": GLOB_IMAGE, "caption": GLOB_CAPTION}
 OBJ_CODES = {"none": OBJ_NONE, "image": OBJ_IMAGE, "phrases": OBJ_PHRASES}
 
@@ -278,6 +283,15 @@ def _phrases(ds, data_cfg, cache_dir: Path, ids, usable_ids, captions, counts, p
              progress) -> dict[str, list[str]]:
     """``{imgid: phrases}`` from the cache, the phrases file, or the LLM (module docstring)."""
     from . import llm as L
+    if data_cfg.phrases == CAPTION_PHRASES:
+        # offline stand-in: the noun chunks of each tweet's caption (tvolib.vfo.caption_phrases)
+        from .caption_phrases import write_phrases
+        path = cache_dir / f"phrases-{CAPTION_PHRASES}.jsonl"
+        s = write_phrases({k: captions[k] for k in ids if k in captions}, path, progress=progress)
+        counts["caption_phrases"] = s
+        pc = JsonlCache(path, key="imgid")
+        counts["phrases_source"] = dict(Counter(pc[k].get("source") for k in ids if k in pc))
+        return {k: list(pc[k]["phrases"]) for k in ids if k in pc}
     pc = JsonlCache(cache_dir / "phrases.jsonl", key="imgid")
     if data_cfg.phrases and Path(data_cfg.phrases).exists():
         filed = L.load_phrases_file(data_cfg.phrases)

@@ -1,0 +1,240 @@
+"""The experiment batch (``python -m tvolib.experiments``): expansion, skipping finished runs,
+resuming after a kill of the whole process group, failures reported with notebook and cell while
+the others go on, refused parameters files, and the Table 2 summary. A stand-in run notebook with
+the parameters of ``notebooks/07_run.ipynb`` writes what a run writes in a second; the real
+notebook is run once on the sample in ``test_real_run_notebook_on_the_sample``."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from tvolib import experiments
+from tvolib.reports import REPO
+
+PARAMS = """# parameters (papermill)
+dataset = "sample"
+data = {}
+setting = "tvomner+pgim"
+seed = 1
+recipe = {}
+model = {}
+cache_dir = "cache"
+output_dir = "runs/x"
+num_threads = 1
+epoch_seconds = 0.0
+"""
+
+# one run: config.json, prepared.json, an epoch at a time (history.json, last.json: resumable),
+# test predictions whose F1 depends on the setting and seed, metrics.json
+RUN = r'''
+import json, time
+from pathlib import Path
+from tvolib.cache import atomic_write_json
+from tvolib.config import to_dict
+from tvolib.data import Tweet
+from tvolib.evaluate import score, write_predictions
+from tvolib.settings import configs
+out = Path(output_dir)
+out.mkdir(parents=True, exist_ok=True)
+d, m, t = configs(dataset, data, setting, seed, recipe, model, output_dir=output_dir, cache_dir=cache_dir)
+atomic_write_json(out / "config.json", {"data": to_dict(d), "model": to_dict(m), "train": to_dict(t)})
+atomic_write_json(out / "prepared.json", {})
+if setting == "tvomner-wiki.wo-VAE":
+    raise ValueError(f"boom in {setting}")
+calls = json.loads((out / "calls.json").read_text()) if (out / "calls.json").exists() else []
+done = json.loads((out / "last.json").read_text())["epoch"] if (out / "last.json").exists() else 0
+calls.append(done)
+atomic_write_json(out / "calls.json", calls)
+hist = json.loads((out / "history.json").read_text()) if (out / "history.json").exists() else []
+for ep in range(done + 1, t.epochs + 1):
+    time.sleep(epoch_seconds if setting == "tvomner+pgim" else 0)
+    hist.append({"epoch": ep, "valid_f1": 50.0 + ep})
+    atomic_write_json(out / "history.json", hist)
+    atomic_write_json(out / "last.json", {"epoch": ep})
+tweets = [Tweet(str(i), ["Obama", "in", "Paris"], ["B-PER", "O", "B-LOC"]) for i in range(30)]
+miss = {"text-only": 12, "tvomner+pgim": 4}.get(setting, 8) + seed      # tweets whose LOC is missed
+pred = [["B-PER", "O", "O"] if i < miss else list(tw.labels) for i, tw in enumerate(tweets)]
+write_predictions(out / "test_predictions.txt", tweets, pred)
+s = score([tw.labels for tw in tweets], pred)
+probe = {"gate_mean": 0.9 + seed / 100, "shuffle_delta_f1": -0.5} if setting == "tvomner+pgim" else None
+atomic_write_json(out / "metrics.json", {"test": s.row(), "valid": s.row(), "best_epoch": len(hist),
+                                          "best_valid_f1": hist[-1]["valid_f1"], "epochs_run": len(hist),
+                                          "probe": probe})
+atomic_write_json(out / "results.json", {"test": s.row()})
+'''
+
+
+def fake_notebook(path: Path) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(PARAMS, metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell(RUN)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(path))
+    return path
+
+
+def write_params(path: Path, settings, seeds=(1, 2), epochs=2, name="t", extra="") -> Path:
+    ref = "reference: tvomner+pgim\n" if "tvomner+pgim" in settings else ""
+    path.write_text(f"name: {name}\ndatasets:\n  sample: {{}}\nsettings: {json.dumps(list(settings))}\n"
+                    f"{ref}seeds: {json.dumps(list(seeds))}\n"
+                    f"recipe: {{epochs: {epochs}, batch_size: 8}}\n{extra}")
+    return path
+
+
+def cli(tmp_path, params, *args, nb=None, popen=False):
+    cmd = [sys.executable, "-m", "tvolib.experiments", "--params", str(params), "--runs_dir",
+           str(tmp_path / "runs"), "--reports", str(tmp_path / "reports"), "--notebook",
+           str(nb or tmp_path / "nb.ipynb"), "--every", "1", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if popen:
+        return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env=env, start_new_session=True)
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_plan_expands_datasets_settings_seeds_and_shows_identical_settings(tmp_path):
+    pf = write_params(tmp_path / "p.yaml", ["text-only", "tvomner+pgim", "tvomner+pgim-untyped",
+                                            "tvomner+pgim.no-visual"], seeds=(1, 2, 3))
+    p = experiments.plan(pf, str(tmp_path / "runs"), tmp_path / "reports")
+    # the sample's per-tweet texts have no "(type)" labels: the untyped control is the same run
+    assert [(r.setting, r.seed) for r in p.runs] == [(s, sd) for s in ("text-only", "tvomner+pgim",
+                                                                       "tvomner+pgim.no-visual") for sd in (1, 2, 3)]
+    man = p.manifests["sample"]
+    assert man["identical"]["tvomner+pgim-untyped"]["as"] == "tvomner+pgim"
+    assert "no parenthesised type labels" in man["identical"]["tvomner+pgim-untyped"]["why"]
+    r = p.runs[0]
+    assert r.run_dir == tmp_path / "runs" / "t" / "sample" / "text-only-s1"
+    assert r.artifacts == tmp_path / "reports" / "t" / "sample" / "text-only-s1"
+    assert r.params["recipe"] == {"epochs": 2, "batch_size": 8} and r.params["num_threads"] == 1
+    # runs_dir from the file when the command line gives none
+    pf2 = write_params(tmp_path / "p2.yaml", ["text-only"], extra="runs_dir: elsewhere\n")
+    assert experiments.plan(pf2).runs[0].run_dir == Path("elsewhere/t/sample/text-only-s1")
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("sedes: [1]\n", r"unknown key\(s\) \['sedes'\]"),
+    ("model: {openai_api_key: sk-1}\n", "looks like a secret"),
+    ("model: {visual: none}\n", "decided by the setting"),
+    ("recipe: {epochs: 1, lrr: 1}\n", r"unknown field\(s\) \['lrr'\]"),
+])
+def test_bad_parameters_files_are_refused_before_anything_runs(tmp_path, extra, message):
+    text = write_params(tmp_path / "p.yaml", ["text-only"]).read_text()
+    if extra.startswith("recipe"):
+        text = text.replace("recipe: {epochs: 2, batch_size: 8}\n", "")
+    (tmp_path / "p.yaml").write_text(text + extra)
+    r = cli(tmp_path, tmp_path / "p.yaml")
+    assert r.returncode != 0
+    assert __import__("re").search(message, r.stderr), r.stderr
+    assert "sk-1" not in r.stderr + r.stdout and not (tmp_path / "runs").exists()
+
+
+def test_unknown_setting_and_missing_file(tmp_path):
+    r = cli(tmp_path, write_params(tmp_path / "p.yaml", ["tvomner+pgim.wo-VAEE"]))
+    assert r.returncode != 0 and "unknown setting 'tvomner+pgim.wo-VAEE'" in r.stderr
+    r = cli(tmp_path, tmp_path / "none.yaml")
+    assert r.returncode != 0 and r.stderr.strip() == f"{tmp_path / 'none.yaml'}: parameters file not found"
+
+
+@pytest.mark.slow
+def test_batch_runs_skips_reports_failures_and_writes_tables(tmp_path):
+    fake_notebook(tmp_path / "nb.ipynb")
+    pf = write_params(tmp_path / "p.yaml", ["text-only", "tvomner+pgim", "tvomner-wiki.wo-VAE"])
+    r = cli(tmp_path, pf, "--jobs", "2")
+    assert r.returncode == 1, r.stdout + r.stderr
+    out = r.stdout
+    # the failing setting is named with its notebook, cell and error; the other runs finished
+    assert "FAILED sample tvomner-wiki.wo-VAE s1: nb.ipynb: cell 2 (`import json, time`) raised ValueError: " \
+           "boom in tvomner-wiki.wo-VAE" in out
+    assert out.count("[experiments] done sample") == 4 and "[####################] 6/6 ended (2 failed)" in out
+    art = tmp_path / "reports" / "t" / "sample"
+    for run in ("text-only-s1", "text-only-s2", "tvomner+pgim-s1", "tvomner+pgim-s2"):
+        assert sorted(p.name for p in (art / run).iterdir()) == sorted(experiments.ARTIFACTS)
+    prov = json.loads((art / "text-only-s2" / "provenance.json").read_text())
+    assert prov["identity"]["seed"] == 2 and prov["git"]["commit"] and prov["packages"]["torch"]
+    assert set(prov["data_files"]) >= {"data_dir/train.txt", "data_dir/test.txt", "captions"}
+    assert prov["configs"]["model"]["visual"] == "none" and prov["wall_seconds"] > 0
+    table = json.loads((tmp_path / "reports" / "t" / "table2.json").read_text())["tables"][0]
+    rows = {r["setting"]: r for r in table["rows"]}
+    # text-only misses 13/14 LOC spans against 5/6 for the reference: per-seed deltas, both intervals
+    d = rows["text-only"]["delta"]
+    assert len(d["per_seed"]) == 2 and all(x < 0 for x in d["per_seed"]) and d["beats_reference"] is False
+    assert d["seed_ci95"] is not None and d["tweet_ci95"][1] < 0
+    assert rows["tvomner+pgim"]["gate_mean"] == pytest.approx(0.915) and rows["text-only"]["gate_mean"] is None
+    md = (tmp_path / "reports" / "t" / "table2.md").read_text()
+    assert "| tvomner+pgim | 1,2 |" in md and "| 0.915 | -0.50 |" in md and "| — | — |" in md
+    assert "| tvomner-wiki.wo-VAE | not run yet |" in md
+    assert "partial notebook" in out and str(tmp_path / "runs" / "t" / "sample" / "tvomner-wiki.wo-VAE-s1") in out
+    # with one seed left, the interval over seeds is undefined and said so
+    import shutil
+    for run in ("text-only-s2", "tvomner+pgim-s2"):
+        shutil.rmtree(art / run)
+    experiments.write_tables(tmp_path / "reports" / "t")
+    md = (tmp_path / "reports" / "t" / "table2.md").read_text()
+    assert "undefined (1 seed)" in md and "| tvomner+pgim | 1 |" in md and "| reference |" in md
+    # another recipe under the same name: run folders and committed artifacts hold other
+    # parameters; refused, never overwritten
+    shutil.rmtree(tmp_path / "runs" / "t" / "sample" / "text-only-s1")
+    pf.write_text(pf.read_text().replace("epochs: 2", "epochs: 3"))
+    r = cli(tmp_path, pf, "--jobs", "2")
+    assert r.returncode == 1 and "holds a run with other parameters (recipe)" in r.stdout
+    assert f"{art / 'text-only-s1'} holds a run with other parameters (recipe)" in r.stdout
+    assert "[experiments] start" not in r.stdout
+
+
+@pytest.mark.slow
+def test_kill_the_batch_then_resume(tmp_path):
+    """Kill the process group in the middle of the second epoch: the same command skips the
+    finished run and resumes the interrupted one from its last epoch (no kernel left behind)."""
+    nb = fake_notebook(tmp_path / "nb.ipynb")
+    nbj = nbformat.read(str(nb), as_version=4)
+    nbj.cells[0].source = nbj.cells[0].source.replace("epoch_seconds = 0.0", "epoch_seconds = 3.0")
+    nbformat.write(nbj, str(nb))
+    pf = write_params(tmp_path / "p.yaml", ["text-only", "tvomner+pgim"], seeds=(1,), epochs=3)
+    proc = cli(tmp_path, pf, "--jobs", "1", popen=True)
+    run2 = tmp_path / "runs" / "t" / "sample" / "tvomner+pgim-s1"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if (run2 / "last.json").exists() and json.loads((run2 / "last.json").read_text())["epoch"] >= 1:
+            break
+        time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail("the second run never finished an epoch:\n" + proc.communicate()[0])
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    assert not (tmp_path / "reports" / "t" / "sample" / "tvomner+pgim-s1" / "metrics.json").exists()
+    r = cli(tmp_path, pf, "--jobs", "1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "2 runs, 1 finished before (skipped), 1 to run" in r.stdout
+    calls = json.loads((run2 / "calls.json").read_text())
+    assert calls[0] == 0 and calls[-1] >= 1            # started at 0, resumed after its last epoch
+    assert json.loads((run2 / "last.json").read_text())["epoch"] == 3
+    assert (tmp_path / "reports" / "t" / "sample" / "tvomner+pgim-s1" / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_real_run_notebook_on_the_sample(tmp_path):
+    """notebooks/07_run.ipynb itself: one tiny text-only run on the sample, through the batch."""
+    pf = write_params(tmp_path / "p.yaml", ["text-only"], seeds=(1,), epochs=1,
+                      extra="threads: 1\n").read_text().replace(
+        "recipe: {epochs: 1, batch_size: 8}", "recipe: {epochs: 1, batch_size: 16, micro_batch_size: 16, "
+        "max_length: 48, max_train_samples: 16, max_eval_samples: 8}")
+    (tmp_path / "p.yaml").write_text(pf + f"cache_dir: {tmp_path / 'cache'}\n")
+    r = cli(tmp_path, tmp_path / "p.yaml", nb=experiments.NOTEBOOK)
+    assert r.returncode == 0, r.stdout + r.stderr
+    art = tmp_path / "reports" / "t" / "sample" / "text-only-s1"
+    m = json.loads((art / "metrics.json").read_text())
+    assert m["setting"] == "text-only" and m["epochs_run"] == 1 and set(m["test"]) >= {"Pre.", "Rec.", "F1"}
+    from tvolib.evaluate import read_predictions
+    gold, pred = read_predictions(art / "test_predictions.conll.gz")
+    assert len(gold) == 8 and len(pred) == 8
+    prov = json.loads((art / "provenance.json").read_text())
+    assert prov["configs"]["data"]["max_train_samples"] == 16 and prov["notebook"].endswith("07_run.ipynb")

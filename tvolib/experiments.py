@@ -1,0 +1,584 @@
+"""The experiment batch: every (dataset, setting, seed) of a parameters file, each run a papermill
+execution of ``notebooks/07_run.ipynb``, a few at a time.
+
+    python -m tvolib.experiments --params params/table2_twitter2017.yaml --jobs 2
+    python -m tvolib.experiments --params params/table2_sample.yaml --dry-run     # the plan only
+    python -m tvolib.experiments --params params/table2_sample.yaml --summary     # tables only
+
+A parameters file (YAML) has these keys (every other key is an error):
+
+``name``        the experiment: run folders go to ``<runs_dir>/<name>/<dataset>/<setting>-s<seed>/``
+                (outside git: checkpoints), its small artifacts to ``reports/experiments/<name>/...``
+``runs_dir``    default ``runs``
+``cache_dir``   default ``cache``
+``datasets``    ``{name: {DataConfig fields}}``; ``{}`` is the embedded sample
+``settings``    names of ``tvolib.settings`` (``text-only``, ``tvomner+pgim``, ``tvomner+pgim.wo-VAE``...)
+``reference``   the setting the ΔF1 columns compare with (default: the first TVOMNER setting)
+``seeds``       list of seeds
+``recipe``      TrainConfig fields, plus ``max_length`` / ``max_train_samples`` / ``max_eval_samples``
+``model``       other ModelConfig fields (``text_encoder``, sizes, ``gate_init``)
+``threads``     torch threads per run (default 1)
+
+Per run: a run whose committed artifacts (or run folder) hold the same parameters is skipped; a run
+folder holding other parameters is refused (choose another ``name``); an interrupted run resumes
+after its last finished epoch (the trainer's ``<run>/last``). A failed run is reported with its
+notebook, cell and error, and the others go on; the exit status is 1 if any failed. Settings
+identical by construction on a dataset (``tvolib.settings.identical_settings``) are not run and are
+shown as such. At most one run prepares its inputs at a time (they share the caches); training
+overlaps. Each finished run's ``metrics.json``, test predictions (CoNLL, gzip) and provenance
+(parameters, git commit, package versions, data checksums, wall time) are copied to
+``reports/experiments/<name>/<dataset>/<setting>-s<seed>/``, and the tables
+``reports/experiments/<name>/table2.{md,json}`` are rewritten from every artifact there.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .cache import atomic_write_bytes, atomic_write_json
+from .reports import REPO, check_no_secrets, load_params_file
+
+NOTEBOOK = REPO / "notebooks" / "07_run.ipynb"
+REPORTS = REPO / "reports" / "experiments"
+PARAM_KEYS = {"name", "runs_dir", "cache_dir", "datasets", "settings", "reference", "seeds", "recipe", "model",
+              "threads"}
+ARTIFACTS = ("metrics.json", "test_predictions.conll.gz", "provenance.json")
+
+
+# ----------------------------------------------------------------------------------------------
+# the plan
+
+
+@dataclass
+class Run:
+    dataset: str
+    setting: str
+    seed: int
+    run_dir: Path
+    artifacts: Path
+    identity: dict                          # what makes two runs the same run
+    params: dict                            # the notebook's parameters
+    state: str = "todo"                     # todo | skip | running | done | failed
+    error: str = ""
+    proc: subprocess.Popen | None = None
+    log_file: object = None                 # the child's stdout/stderr (run.log)
+    started: float = 0.0
+
+    @property
+    def label(self) -> str:
+        return f"{self.dataset} {self.setting} s{self.seed}"
+
+
+@dataclass
+class Plan:
+    name: str
+    params_file: str
+    runs: list[Run]
+    manifests: dict[str, dict] = field(default_factory=dict)   # dataset -> manifest.json
+
+
+def load_experiment(path: str | Path) -> dict:
+    """The parameters file, checked: known keys only, no secret-looking names, required keys."""
+    cfg = load_params_file(path)
+    unknown = sorted(set(cfg) - PARAM_KEYS)
+    if unknown:
+        raise SystemExit(f"{path}: unknown key(s) {unknown}; a parameters file of tvolib.experiments has "
+                         f"{sorted(PARAM_KEYS)}")
+    check_no_secrets(cfg, str(path))
+    missing = [k for k in ("name", "datasets", "settings", "seeds") if k not in cfg]
+    if missing:
+        raise SystemExit(f"{path}: missing key(s) {missing}")
+    if not isinstance(cfg["datasets"], dict) or not all(isinstance(v, dict) for v in cfg["datasets"].values()):
+        raise SystemExit(f"{path}: 'datasets' must map each dataset name to its DataConfig fields ({{}}: the sample)")
+    return cfg
+
+
+def plan(path: str | Path, runs_dir: str | None = None, reports_dir: Path = REPORTS) -> Plan:
+    from .settings import (data_config, dataset_facts, get_setting, identical_settings, model_config, split_recipe,
+                           why_identical)
+    cfg = load_experiment(path)
+    name, seeds, settings = str(cfg["name"]), [int(s) for s in cfg["seeds"]], list(cfg["settings"])
+    recipe, model = dict(cfg.get("recipe") or {}), dict(cfg.get("model") or {})
+    try:
+        for s in settings:
+            get_setting(s)
+            model_config(s, model)
+        split_recipe(recipe)
+    except (KeyError, ValueError) as e:
+        raise SystemExit(f"{path}: {e.args[0]}") from None
+    if len(set(settings)) != len(settings):
+        raise SystemExit(f"{path}: a setting is listed twice")
+    reference = cfg.get("reference") or next((s for s in settings if s != "text-only"), settings[0])
+    if reference not in settings:
+        raise SystemExit(f"{path}: reference {reference!r} is not one of the settings")
+    root = Path(runs_dir or cfg.get("runs_dir") or "runs") / name
+    cache_dir = str(cfg.get("cache_dir") or "cache")
+    threads = int(cfg.get("threads") or 1)
+    runs, manifests = [], {}
+    for ds_name, spec in cfg["datasets"].items():
+        try:
+            data_cfg = data_config(ds_name, spec, cache_dir=cache_dir)
+        except ValueError as e:
+            raise SystemExit(f"{path}: {e}") from None
+        facts = dataset_facts(data_cfg)
+        same = identical_settings(settings, facts, model)
+        manifests[ds_name] = {
+            "experiment": name, "dataset": ds_name, "params_file": str(path), "settings": settings,
+            "reference": same.get(reference, reference), "seeds": seeds, "recipe": recipe, "model": model,
+            "data": spec, "facts": facts.__dict__, "facts_text": facts.describe(),
+            "identical": {s: {"as": rep, "why": why_identical(s, rep, facts)} for s, rep in same.items()},
+            "summaries": {s: get_setting(s).summary for s in settings}}
+        for setting in settings:
+            if setting in same:
+                continue
+            for seed in seeds:
+                run_name = f"{setting}-s{seed}"
+                identity = {"dataset": ds_name, "data": spec, "setting": setting, "seed": seed, "recipe": recipe,
+                            "model": model}
+                run_dir = root / ds_name / run_name
+                params = {"dataset": ds_name, "data": spec, "setting": setting, "seed": seed, "recipe": recipe,
+                          "model": model, "cache_dir": cache_dir, "output_dir": str(run_dir), "num_threads": threads}
+                runs.append(Run(ds_name, setting, seed, run_dir, reports_dir / name / ds_name / run_name, identity, params))
+    return Plan(name, str(path), runs, manifests)
+
+
+def write_manifests(p: Plan, reports_dir: Path = REPORTS) -> None:
+    """``<reports_dir>/<name>/<dataset>/manifest.json``: the settings, reference, recipe and
+    identical settings of this parameters file, which the tables follow."""
+    for name, man in p.manifests.items():
+        atomic_write_json(Path(reports_dir) / p.name / name / "manifest.json", man)
+
+
+def _same_identity(a: dict, b: dict) -> bool:
+    return json.loads(json.dumps(a, sort_keys=True)) == json.loads(json.dumps(b, sort_keys=True))
+
+
+def classify(run: Run, copy: bool = True) -> None:
+    """Mark ``run`` skip (finished with the same parameters), failed (its folder holds another
+    run), or leave it todo (new, or resumable). A run finished in its folder whose artifacts are
+    missing gets them copied (``copy``) instead of running again."""
+    def other(folder: Path, old: dict) -> bool:
+        if _same_identity(old, run.identity):
+            return False
+        diff = sorted(k for k in set(old) | set(run.identity) if json.dumps(old.get(k), sort_keys=True)
+                      != json.dumps(run.identity.get(k), sort_keys=True))
+        run.state, run.error = "failed", (f"{folder} holds a run with other parameters ({', '.join(diff)}); "
+                                          f"give the experiment another name, or delete that folder")
+        return True
+
+    prov = run.artifacts / "provenance.json"
+    if prov.exists():
+        if other(run.artifacts, json.loads(prov.read_text()).get("identity") or {}):
+            return
+        if all((run.artifacts / a).exists() for a in ARTIFACTS):
+            run.state = "skip"
+            return
+    ident = run.run_dir / "run_identity.json"
+    if ident.exists() and other(run.run_dir, json.loads(ident.read_text())):
+        return
+    if ident.exists() and (run.run_dir / "results.json").exists() and (run.run_dir / "07_run.json").exists():
+        rec = json.loads((run.run_dir / "07_run.json").read_text())
+        if rec.get("status") == "ok" and (run.run_dir / "metrics.json").exists():
+            if copy:                           # finished, artifacts missing: copy them, no rerun
+                collect(run, rec)
+            run.state = "skip"
+
+
+# ----------------------------------------------------------------------------------------------
+# one run (the child process)
+
+
+def data_files(run_dir: Path) -> dict:
+    """Checksums of the data a run read, from its ``config.json``: the three splits, captions,
+    phrases, boxes, the knowledge file (the default one resolved) and the local base's inputs."""
+    from .config import DataConfig, from_dict
+    from .reports import data_checksums
+    cfg = json.loads((run_dir / "config.json").read_text())
+    data = from_dict(DataConfig, cfg["data"])
+    files = {k: getattr(data, k) for k in ("data_dir", "captions", "phrases", "boxes", "knowledge_file")}
+    if cfg["model"].get("use_knowledge") and cfg["model"].get("use_candidates"):
+        if cfg["model"].get("knowledge_source") == "tweet_files" and not data.knowledge_file:
+            try:
+                from .tfo.pipeline import default_knowledge_file
+                files["knowledge_file"] = str(default_knowledge_file(data))
+            except Exception:
+                pass
+        if cfg["model"].get("knowledge_source") == "local":
+            kb_dir = Path(os.environ.get("TVOMNER_KB_DIR", "../shared/data/kb"))
+            kb = [data.kb] if data.kb else sorted(str(p) for p in kb_dir.glob("*")) if kb_dir.is_dir() else []
+            files.update({f"kb{i}": p for i, p in enumerate(kb)})
+    return data_checksums({k: v for k, v in files.items() if v}, REPO)
+
+
+def collect(run: Run, record: dict) -> None:
+    """Copy a finished run's small artifacts into ``run.artifacts`` (committed)."""
+    run.artifacts.mkdir(parents=True, exist_ok=True)
+    metrics = json.loads((run.run_dir / "metrics.json").read_text())
+    atomic_write_json(run.artifacts / "metrics.json", metrics)
+    pred = (run.run_dir / "test_predictions.txt").read_bytes()
+    atomic_write_bytes(run.artifacts / "test_predictions.conll.gz", gzip.compress(pred, mtime=0))
+    config = json.loads((run.run_dir / "config.json").read_text())
+    prov = {"identity": run.identity, "run_dir": str(run.run_dir), "configs": config,
+            "data_files": data_files(run.run_dir),
+            **{k: record.get(k) for k in ("notebook", "started", "wall_seconds", "parameters", "git", "packages",
+                                          "platform", "command")}}
+    atomic_write_json(run.artifacts / "provenance.json", prov)
+
+
+def run_one(launch: Path) -> int:
+    """The child process of one run: execute the notebook, copy the artifacts."""
+    from .reports import NotebookFailed, run_notebook
+    spec = json.loads(launch.read_text())
+    run = Run(spec["dataset"], spec["setting"], spec["seed"], Path(spec["run_dir"]), Path(spec["artifacts"]),
+              spec["identity"], spec["params"])
+    try:
+        rec = run_notebook(Path(spec["notebook"]), run.run_dir, run.params, REPO, html=False,
+                           every=spec.get("every") or None)
+    except NotebookFailed as e:
+        print(f"FAILED {e}", file=sys.stderr, flush=True)
+        return 1
+    collect(run, rec)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# the batch (the parent process)
+
+
+def _progress(run: Run) -> str:
+    """``epoch 2/4 (valid F1 80.1, 81.3)`` from the run's ``history.json``, else its state."""
+    hist = run.run_dir / "history.json"
+    if not (run.run_dir / "prepared.json").exists():
+        return "preparing inputs"
+    try:
+        h = json.loads(hist.read_text())
+    except (OSError, ValueError):
+        return "training epoch 1"
+    epochs = run.params["recipe"].get("epochs", "?")
+    f1s = ", ".join("%.2f" % e["valid_f1"] for e in h)
+    return f"epoch {len(h)}/{epochs} done (valid F1 {f1s})"
+
+
+def _bar(done: int, total: int, width: int = 20) -> str:
+    n = int(width * done / max(total, 1))
+    return "[" + "#" * n + "-" * (width - n) + "]"
+
+
+def _clock(s: float) -> str:
+    s = int(s)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def execute(p: Plan, jobs: int = 1, every: float = 30, notebook: Path = NOTEBOOK, reports_dir: Path = REPORTS,
+            log=print) -> int:
+    """Run every todo run of ``p``, ``jobs`` at a time; returns the number of failed runs."""
+    write_manifests(p, reports_dir)
+    for r in p.runs:
+        classify(r)
+    todo = [r for r in p.runs if r.state == "todo"]
+    total = len(p.runs)
+    log(f"[experiments] {p.name}: {total} runs, {sum(r.state == 'skip' for r in p.runs)} finished before "
+        f"(skipped), {len(todo)} to run, {jobs} at a time")
+    for r in p.runs:
+        if r.state == "failed":
+            log(f"[experiments] FAILED {r.label}: {r.error}")
+    running: list[Run] = []
+    t0, last_live = time.time(), time.time()
+
+    def status() -> str:
+        done = sum(r.state in ("done", "skip", "failed") for r in p.runs)
+        return (f"[experiments] {_bar(done, total)} {done}/{total} ended ({sum(r.state == 'failed' for r in p.runs)} "
+                f"failed), {len(running)} running, {sum(r.state == 'todo' for r in p.runs)} waiting, "
+                f"{_clock(time.time() - t0)}")
+
+    def stop(signum, frame):                      # a kill of this process alone stops its runs too
+        for r in running:
+            if r.proc and r.proc.poll() is None:
+                r.proc.terminate()
+        raise SystemExit(f"[experiments] stopped by signal {signum}; run the same command again to resume")
+
+    old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while todo or running:
+            # start runs: at most one of them is still preparing inputs (shared caches)
+            while todo and len(running) < jobs and not any(not (r.run_dir / "prepared.json").exists()
+                                                           for r in running):
+                r = todo.pop(0)
+                start(r, notebook, every)
+                running.append(r)
+                log(f"[experiments] start {r.label} -> {r.run_dir} (log: {r.run_dir / 'run.log'})")
+            time.sleep(0.5)
+            for r in list(running):
+                code = r.proc.poll()
+                if code is None:
+                    continue
+                running.remove(r)
+                r.log_file.close()
+                if code == 0:
+                    r.state = "done"
+                    m = json.loads((r.artifacts / "metrics.json").read_text())
+                    log(f"[experiments] done {r.label}: test F1 {m['test']['F1']:.2f} (best valid epoch "
+                        f"{m['best_epoch']}) in {_clock(time.time() - r.started)}")
+                else:
+                    r.state, r.error = "failed", _failure(r, code, notebook)
+                    log(f"[experiments] FAILED {r.label}: {r.error}")
+                _tables(reports_dir / p.name, log)
+                log(status())
+            if running and time.time() - last_live >= every:
+                last_live = time.time()
+                log(status())
+                for r in running:
+                    log(f"[experiments]   {r.label}: {_clock(time.time() - r.started)}, {_progress(r)}")
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    _tables(reports_dir / p.name, log)
+    failed = [r for r in p.runs if r.state == "failed"]
+    log(status())
+    for r in failed:
+        log(f"[experiments] FAILED {r.label}: {r.error}")
+    log(f"[experiments] tables: {reports_dir / p.name / 'table2.md'}")
+    return len(failed)
+
+
+def _tables(exp_dir: Path, log) -> None:
+    """Rewrite the tables; a problem there is reported and never stops the runs."""
+    try:
+        write_tables(exp_dir)
+    except Exception as e:
+        log(f"[experiments] tables not written: {type(e).__name__}: {e}")
+
+
+def start(r: Run, notebook: Path, every: float) -> None:
+    r.run_dir.mkdir(parents=True, exist_ok=True)
+    (r.run_dir / "prepared.json").unlink(missing_ok=True)
+    atomic_write_json(r.run_dir / "run_identity.json", r.identity)
+    launch = r.run_dir / "launch.json"
+    atomic_write_json(launch, {"dataset": r.dataset, "setting": r.setting, "seed": r.seed, "run_dir": str(r.run_dir),
+                               "artifacts": str(r.artifacts), "identity": r.identity, "params": r.params,
+                               "notebook": str(notebook), "every": every})
+    env = {**os.environ, "OMP_NUM_THREADS": str(r.params["num_threads"]),
+           "MKL_NUM_THREADS": str(r.params["num_threads"]), "PYTHONUNBUFFERED": "1"}
+    r.log_file = open(r.run_dir / "run.log", "ab")
+    r.proc = subprocess.Popen([sys.executable, "-m", "tvolib.experiments", "--run-one", str(launch)], cwd=REPO,
+                              stdout=r.log_file, stderr=subprocess.STDOUT, env=env)
+    r.started, r.state = time.time(), "running"
+
+
+def _failure(r: Run, code: int, notebook: Path = NOTEBOOK) -> str:
+    """The notebook, cell and error of a failed run (its report record), else the log's last line."""
+    rec = r.run_dir / f"{notebook.stem}.json"
+    where = f"; partial notebook {r.run_dir / notebook.name}, log {r.run_dir / 'run.log'}"
+    try:
+        err = json.loads(rec.read_text()).get("error")
+        if err and rec.stat().st_mtime >= r.started - 1:
+            return err + where
+    except (OSError, ValueError):
+        pass
+    try:
+        tail = [l for l in (r.run_dir / "run.log").read_text(errors="replace").splitlines() if l.strip()][-1]
+    except (OSError, IndexError):
+        tail = ""
+    return f"exit status {code}: {tail[:300]}{where}"
+
+
+# ----------------------------------------------------------------------------------------------
+# tables
+
+
+def _fmt_mean_sd(xs: list[float]) -> str:
+    import statistics
+    if not xs:
+        return "—"
+    return f"{xs[0]:.2f}" if len(xs) == 1 else f"{statistics.fmean(xs):.2f} ± {statistics.stdev(xs):.2f}"
+
+
+def _mean(xs: list) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def dataset_table(folder: Path) -> dict:
+    """Table 2 of one dataset from its committed artifacts (``folder`` = ``<experiment>/<dataset>``)."""
+    from .evaluate import paired_bootstrap_seeds, read_predictions, seed_interval, beats
+    man = json.loads((folder / "manifest.json").read_text())
+    runs: dict[str, dict[int, dict]] = {}
+    for pf in sorted(folder.glob("*/provenance.json")):      # written last by collect(): the run is complete
+        m = pf.parent / "metrics.json"
+        prov = json.loads(pf.read_text())
+        ident = prov["identity"]
+        if not _same_identity({k: ident.get(k) for k in ("recipe", "model", "data")},
+                              {k: man[k] for k in ("recipe", "model", "data")}):
+            continue                                 # another recipe: not this table's run
+        runs.setdefault(ident["setting"], {})[ident["seed"]] = {"metrics": json.loads(m.read_text()),
+                                                                "dir": m.parent}
+    ref = man["reference"]
+    preds: dict[Path, tuple] = {}
+
+    def pred(d: Path):
+        if d not in preds:
+            preds[d] = read_predictions(d / "test_predictions.conll.gz")
+        return preds[d]
+
+    rows = []
+    for s in man["settings"]:
+        row = {"setting": s, "what": man["summaries"].get(s, ""), "identical_to": None, "seeds": []}
+        if s in man["identical"]:
+            row["identical_to"] = man["identical"][s]["as"]
+            row["why"] = man["identical"][s]["why"]
+            rows.append(row)
+            continue
+        got = runs.get(s, {})
+        seeds = sorted(got)
+        row["seeds"] = seeds
+        for c in ("Pre.", "Rec.", "F1"):
+            row[c] = [round(got[sd]["metrics"]["test"][c], 2) for sd in seeds]
+        probes = [got[sd]["metrics"].get("probe") or {} for sd in seeds]
+        row["gate_mean"] = _mean([p.get("gate_mean") for p in probes])
+        row["shuffle_delta_f1"] = _mean([p.get("shuffle_delta_f1") for p in probes])
+        shared = sorted(set(seeds) & set(runs.get(ref, {})))
+        if s != ref and shared:
+            gold = None
+            a, b = [], []
+            for sd in shared:
+                g_a, p_a = pred(runs[ref][sd]["dir"])
+                g_b, p_b = pred(got[sd]["dir"])
+                if g_a != g_b or (gold is not None and gold != g_a):
+                    raise ValueError(f"{folder}: {s} and {ref} (seed {sd}) were scored on different test sets")
+                gold = g_a
+                a.append(p_a)
+                b.append(p_b)
+            boot = paired_bootstrap_seeds(gold, a, b, n=2000, seed=0)
+            deltas = [got[sd]["metrics"]["test"]["F1"] - runs[ref][sd]["metrics"]["test"]["F1"] for sd in shared]
+            over = seed_interval(deltas)
+            row.update(delta_seeds=shared, delta={"per_seed": over["per_seed"], "mean": over["mean"],
+                                                  "seed_ci95": over["ci95"], "tweet_ci95": boot["ci95"],
+                                                  "p_not_better": boot["p_b_not_better"],
+                                                  "beats_reference": beats(boot, over)})
+        rows.append(row)
+    return {"dataset": man["dataset"], "reference": ref, "recipe": man["recipe"], "model": man["model"],
+            "facts": man["facts_text"], "params_file": man["params_file"], "rows": rows}
+
+
+def _ci(ci) -> str:
+    return "undefined (1 seed)" if ci is None else f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
+
+
+def table_markdown(t: dict) -> str:
+    """One dataset's Table 2 as markdown."""
+    lines = [f"## {t['dataset']}", "",
+             f"Recipe: `{json.dumps(t['recipe'])}`" + (f", model `{json.dumps(t['model'])}`" if t["model"] else "")
+             + f" ({t['params_file']}). Dataset: {t['facts']}. ΔF1 = setting − `{t['reference']}` on the seeds "
+             "both ran; intervals at 95 %: over seeds (t) and over test tweets (paired bootstrap, every seed "
+             "scored on each resample). \"beats\" needs both above zero.", "",
+             "| setting | seeds | P | R | F1 | ΔF1 per seed | mean ΔF1 | over seeds | over tweets | beats ref. "
+             "| gate | shuffle ΔF1 |", "|---|---|---:|---:|---:|---|---:|---|---|---|---:|---:|"]
+    for r in t["rows"]:
+        if r["identical_to"]:
+            lines.append(f"| {r['setting']} | {r['why']} | | | | | | | | | | |")
+            continue
+        if not r["seeds"]:
+            lines.append(f"| {r['setting']} | not run yet | | | | | | | | | | |")
+            continue
+        d = r.get("delta")
+        dcells = ["reference", "", "", "", ""] if r["setting"] == t["reference"] else ["—"] * 5
+        if d:
+            dcells = [", ".join(f"{x:+.2f}" for x in d["per_seed"]), f"{d['mean']:+.2f}", _ci(d["seed_ci95"]),
+                      _ci(d["tweet_ci95"]), "yes" if d["beats_reference"] else "no"]
+        gate = "—" if r["gate_mean"] is None else f"{r['gate_mean']:.3f}"
+        shuf = "—" if r["shuffle_delta_f1"] is None else f"{r['shuffle_delta_f1']:+.2f}"
+        lines.append(f"| {r['setting']} | {','.join(map(str, r['seeds']))} | {_fmt_mean_sd(r['Pre.'])} | "
+                     f"{_fmt_mean_sd(r['Rec.'])} | {_fmt_mean_sd(r['F1'])} | " + " | ".join(dcells)
+                     + f" | {gate} | {shuf} |")
+    lines += ["", "Settings: " + "; ".join(f"`{r['setting']}`: {r['what']}" for r in t["rows"] if r["what"])]
+    return "\n".join(lines)
+
+
+def write_tables(exp_dir: Path) -> dict:
+    """``table2.md`` and ``table2.json`` of an experiment from every dataset folder in it."""
+    from .cache import atomic_write_text
+    tables = [dataset_table(d) for d in sorted(exp_dir.glob("*")) if (d / "manifest.json").exists()]
+    out = {"experiment": exp_dir.name, "tables": tables}
+    if tables:
+        atomic_write_json(exp_dir / "table2.json", out)
+        md = [f"# Experiment `{exp_dir.name}`: test set (seqeval micro P/R/F1, epoch selected on valid F1), "
+              "mean ± sample std over seeds", ""]
+        md += [table_markdown(t) + "\n" for t in tables]
+        atomic_write_text(exp_dir / "table2.md", "\n".join(md))
+    return out
+
+
+def plot_delta_f1(tables: list[dict]):
+    """ΔF1 against the reference per setting and dataset: bars = mean over seeds, error bars = the
+    t-interval over seeds (none with one seed), dots = the seeds. Returns the figure."""
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(max(5.0, 1.2 * max((len(t["rows"]) for t in tables), default=1)), 3.2 * max(len(tables), 1)))
+    axes = fig.subplots(max(len(tables), 1), 1, squeeze=False)[:, 0]
+    for ax, t in zip(axes, tables):
+        rows = [r for r in t["rows"] if r.get("delta")]
+        xs = list(range(len(rows)))
+        means = [r["delta"]["mean"] for r in rows]
+        lo = [m - r["delta"]["seed_ci95"][0] if r["delta"]["seed_ci95"] else 0 for m, r in zip(means, rows)]
+        hi = [r["delta"]["seed_ci95"][1] - m if r["delta"]["seed_ci95"] else 0 for m, r in zip(means, rows)]
+        ax.bar(xs, means, yerr=[lo, hi], capsize=4, color=["tab:green" if m > 0 else "tab:red" for m in means],
+               alpha=0.6)
+        for x, r in zip(xs, rows):
+            ax.plot([x] * len(r["delta"]["per_seed"]), r["delta"]["per_seed"], "k.", ms=5)
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xticks(xs, [r["setting"] for r in rows], rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel(f"ΔF1 vs {t['reference']}")
+        ax.set_title(f"{t['dataset']}: mean over seeds, 95 % t-interval, dots = seeds", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tvolib.experiments", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("--params", help="the experiment's parameters file (YAML)")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at a time (each with `threads` torch threads)")
+    ap.add_argument("--runs_dir", default=None, help="overrides the file's runs_dir")
+    ap.add_argument("--every", type=float, default=60, help="seconds between live lines")
+    ap.add_argument("--dry-run", action="store_true", help="print the plan (runs, skips, identical settings)")
+    ap.add_argument("--summary", action="store_true", help="only rewrite the tables from the artifacts")
+    ap.add_argument("--notebook", default=str(NOTEBOOK), help=argparse.SUPPRESS)
+    ap.add_argument("--reports", default=str(REPORTS), help=argparse.SUPPRESS)
+    ap.add_argument("--run-one", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.run_one:
+        return run_one(Path(args.run_one))
+    if not args.params:
+        ap.error("--params is required")
+    reports_dir = Path(args.reports)
+    p = plan(args.params, args.runs_dir, reports_dir)
+    if args.summary:
+        write_manifests(p, reports_dir)
+        write_tables(reports_dir / p.name)
+        print((reports_dir / p.name / "table2.md").read_text() if (reports_dir / p.name / "table2.md").exists()
+              else "no finished runs")
+        return 0
+    if args.dry_run:
+        for name, man in p.manifests.items():
+            print(f"{name}: {man['facts_text']}")
+            for s, v in man["identical"].items():
+                print(f"  {s}: {v['why']} (not run)")
+        for r in p.runs:
+            classify(r, copy=False)
+            print(f"  {r.label}: {r.state}{' (' + r.error + ')' if r.error else ''}")
+        return 0
+    return 1 if execute(p, args.jobs, args.every, Path(args.notebook), reports_dir) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
