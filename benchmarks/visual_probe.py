@@ -4,7 +4,7 @@
     python benchmarks/visual_probe.py --settings full --seeds 1 --model_set gate_init=0.95
 
 Generates the benchmark with ``tvolib.sample.probe`` (into ``--data``, once: 2000 / 500 / 1000 tweets),
-trains each setting for each seed (``tvolib.probing.train_on_probe``: the first 1000 training tweets,
+trains each setting for each seed (``tvolib.probing.train_on_probe``: the 2000 training tweets,
 2 epochs, batch 16, lr 3e-5 for MiniLM and 1e-3 for the new layers, 48 sub-tokens, bf16 where the CPU
 has it) and probes each trained model on the test split (``tvolib.probing.branch_probe``): F1 on the
 ``ambiguous`` tweets (the type is in the image only) and on the rest, F1 when every tweet gets another
@@ -136,7 +136,7 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=3e-5)
     ap.add_argument("--head_lr", type=float, default=1e-3)
     ap.add_argument("--max_length", type=int, default=48)
-    ap.add_argument("--max_train_samples", type=int, default=1000)
+    ap.add_argument("--max_train_samples", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--model_set", action="append", default=[], metavar="FIELD=VALUE",
                     help="ModelConfig override for every run (named in the run folder)")

@@ -119,10 +119,11 @@ def test_notebook_runs_on_sample(nb, params, tmp_path):
     outputs = [o for c in nbformat.read(out, 4).cells if c.cell_type == "code" for o in c.get("outputs", [])]
     # tables render as tables (a Markdown output, not printed text), figures render inline
     assert any("| F1 |" in o.get("data", {}).get("text/markdown", "") for o in outputs)
-    assert sum("image/png" in o.get("data", {}) for o in outputs) >= (2 if nb.startswith("04") else 1)
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= (3 if nb.startswith("04") else 1)
     if nb.startswith("04"):   # and are saved beside the report
         assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == [
-            "04_train_tvomner-curves.png", "04_train_tvomner-type_confusion.png"]
+            "04_train_tvomner-branch_probe.png", "04_train_tvomner-curves.png",
+            "04_train_tvomner-type_confusion.png"]
 
 
 def test_cli_train_parses_hf_style_args(tmp_path, monkeypatch):

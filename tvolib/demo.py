@@ -55,7 +55,7 @@ def tag_text(models: dict, text: str) -> tuple[Tweet, dict[str, list[dict]]]:
     return tweet, {name: pred.predict([tweet], diagnostics=True) for name, pred in load_models(models).items()}
 
 
-def _correct(tweet: Tweet, labels: Sequence[str]) -> bool:
+def spans_all_right(tweet: Tweet, labels: Sequence[str]) -> bool:
     return set(entity_spans(tweet.labels)) == set(entity_spans(labels))
 
 
@@ -80,7 +80,7 @@ def case_html(tweet: Tweet, results: dict[str, list[dict]], k: int, captions: di
                                                    if gold else html.escape(" ".join(tweet.tokens)))]
     for name, res in results.items():
         r = res[k]
-        mark = ("✔ " if _correct(tweet, r["labels"]) else "✘ ") if gold else ""
+        mark = ("✔ " if spans_all_right(tweet, r["labels"]) else "✘ ") if gold else ""
         rows.append(f"{mark}<i>{html.escape(name)}:</i> {spans_html(tweet.tokens, r['labels'])}")
         if r.get("gate") is not None or r.get("fusion_weights") is not None:
             rows.append(f'<span style="font-size:11px;color:#444">{_bars(r.get("fusion_weights"), r.get("gate"))}</span>')

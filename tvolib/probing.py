@@ -155,7 +155,7 @@ def plot_probe(res: ProbeResult, groups: dict[str, Iterable[str]] | None = None,
     ax[3].set_ylabel("F1 (%)")
     ax[3].set_title("F1 by probe")
     ax[3].legend(fontsize=8)
-    for a in ax[:3]:
+    for a in ax:
         a.tick_params(axis="x", labelrotation=20)
     if title:
         fig.suptitle(title)

@@ -267,7 +267,7 @@ def html_check(browser, tmp: Path, executed: Path | None, run_timeout: float) ->
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--chromium", default="/usr/bin/chromium", help="Chromium executable (default: %(default)s)")
-    ap.add_argument("--run-timeout", type=float, default=600, help="seconds allowed for running the notebook "
+    ap.add_argument("--run-timeout", type=float, default=1200, help="seconds allowed for running the notebook "
                     "and for tagging a typed tweet (default: %(default)s)")
     ap.add_argument("--executed", type=Path, default=None, help="an executed notebook 06 whose HTML copy is "
                     "checked (default: notebook 06 run now by the report runner)")

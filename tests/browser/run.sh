@@ -15,4 +15,4 @@ if ! .venv/bin/python -c "import playwright.sync_api" 2>/dev/null; then
 fi
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 # bounded: the notebook may train its two small models (a fresh clone has no runs/), then the checks
-exec timeout --kill-after=30 1500 .venv/bin/python tests/browser/check_widget.py --chromium "$(command -v chromium)" "$@"
+exec timeout --kill-after=30 2700 .venv/bin/python tests/browser/check_widget.py --chromium "$(command -v chromium)" "$@"
