@@ -340,3 +340,54 @@ def test_a_run_saved_with_the_old_bf16_field_resumes_in_fp32_or_is_refused_clear
         train(data, model, dataclasses.replace(tr, precision="bf16"), encoder_config=enc)
     res = train(data, model, dataclasses.replace(tr, precision="fp32"), encoder_config=enc)
     assert res["epochs_run"] == 2 and res["precision"] == "fp32"
+
+
+# ---------------------------------------------------------------------------------------------- batching
+
+
+def test_epoch_batches_keep_the_random_order_unless_grouped_by_length():
+    from tvolib.train import epoch_batches
+    g = lambda: torch.Generator().manual_seed(5)
+    lengths = [int(x) for x in torch.randint(5, 90, (203,), generator=torch.Generator().manual_seed(0))]
+    plain = epoch_batches(lengths, 16, g())
+    assert plain == [torch.randperm(203, generator=g()).tolist()[k:k + 16] for k in range(0, 203, 16)]
+    grouped = epoch_batches(lengths, 16, g(), group_by_length=True, window=4)
+    assert sorted(i for b in grouped for i in b) == list(range(203))          # every tweet once
+    assert grouped == epoch_batches(lengths, 16, g(), group_by_length=True, window=4)   # deterministic
+    assert grouped != epoch_batches(lengths, 16, torch.Generator().manual_seed(6), group_by_length=True, window=4)
+    padded = lambda bs: sum(max(lengths[i] for i in b) * len(b) for b in bs)
+    assert padded(grouped) < 0.8 * padded(plain)
+
+    first = [b[0] for b in grouped]           # batches are shuffled, not served longest first
+    assert [lengths[i] for i in first] != sorted((lengths[i] for i in first), reverse=True)
+
+
+def test_group_by_length_trains_and_an_older_checkpoint_without_the_field_resumes(tmp_path, stand_ins):
+    from tvolib.train import train
+    data, model, tr = cfgs(tmp_path, "g", epochs=1, group_by_length=True, max_epoch_steps=1)
+    res = train(data, model, tr, encoder_config=tiny_encoder_config())
+    assert res["train"]["group_by_length"] is True and res["epochs_run"] == 1
+    # a checkpoint written before the field existed resumes under the default
+    data, model, tr = cfgs(tmp_path, "old", epochs=2, max_epoch_steps=1)
+    train(data, model, tr, encoder_config=tiny_encoder_config(), stop_after=1)
+    ck = tmp_path / "old" / "last" / "checkpoint.json"
+    info = json.loads(ck.read_text())
+    del info["train"]["group_by_length"]
+    ck.write_text(json.dumps(info))
+    res = train(data, model, tr, encoder_config=tiny_encoder_config())
+    assert res["epochs_run"] == 2
+
+
+def test_predictions_come_back_in_the_examples_order_whatever_the_batching(tmp_path, stand_ins):
+    from tvolib.assemble import build_model
+    from tvolib.evaluate import predict_examples
+    from tvolib.inputs import dataset_from_config, prepare_data
+    data, model_cfg, _ = cfgs(tmp_path)
+    prepared = prepare_data(dataset_from_config(data), data, model_cfg)
+    torch.manual_seed(0)
+    model = build_model(model_cfg, prepared.meta, encoder_config=tiny_encoder_config())
+    ex = prepared.examples["train"]
+    assert len({len(e["input_ids"]) for e in ex}) > 3           # lengths differ: sorting reorders them
+    one_by_one = [predict_examples(model, [e], prepared.collate, batch_size=1)[0] for e in ex]
+    assert predict_examples(model, ex, prepared.collate, batch_size=7) == one_by_one
+    assert [len(p) for p in one_by_one] == [len(e["labels"]) for e in ex]

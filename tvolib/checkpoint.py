@@ -219,7 +219,7 @@ def check_resumable(path: Path, data_cfg: DataConfig, model_cfg: ModelConfig, tr
     diffs = []
     for part, cfg, saved in (("data", data_cfg, upgraded(DataConfig, info.get("data") or {})),
                              ("model", model_cfg, upgraded(ModelConfig, info.get("model") or {})),
-                             ("train", train_cfg, saved_train)):
+                             ("train", train_cfg, upgraded(TrainConfig, saved_train))):
         now = to_dict(cfg)
         for k in sorted(set(saved) | set(now)):
             if k in RESUME_FREE.get(part, ()) or saved.get(k) == now.get(k):

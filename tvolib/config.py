@@ -136,6 +136,8 @@ class TrainConfig:
     progress: bool = True                 # a tqdm bar where interactive (terminal, notebook)
     max_epoch_steps: int | None = None    # cap optimizer steps per epoch (smoke runs)
     ddp_find_unused: bool = True          # DDP find_unused_parameters (ablations leave parts idle)
+    group_by_length: bool = False         # batches of similar input length (less padding; a new order,
+                                          # so runs with and without it differ)
 
 
 def to_dict(cfg: Any) -> dict:

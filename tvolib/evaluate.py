@@ -252,14 +252,18 @@ def predict_examples(model, examples: list[dict], collate, batch_size: int = 64,
     labels = LABELS if labels is None else labels
     model.eval()
     device = torch.device(device)
-    preds: list[list[str]] = []
+    # batches of similar length pad less; the predictions go back to the examples' order
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].get("input_ids") or examples[i].get("labels") or ()))
+    preds: list[list[str] | None] = [None] * len(examples)
     with torch.no_grad():
-        for i in range(0, len(examples), batch_size):
-            batch = to_device(collate(examples[i:i + batch_size]), device)
+        for i in range(0, len(order), batch_size):
+            idx = order[i:i + batch_size]
+            batch = to_device(collate([examples[k] for k in idx]), device)
             batch.pop("labels", None)
             with autocast(device, precision):
                 ids = model.decode(batch)
-            preds += [[labels[j] for j in seq] for seq in ids]
+            for k, seq in zip(idx, ids):
+                preds[k] = [labels[j] for j in seq]
     return preds
 
 

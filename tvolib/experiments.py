@@ -444,6 +444,9 @@ def dataset_table(folder: Path) -> dict:
         probes = [got[sd]["metrics"].get("probe") or {} for sd in seeds]
         row["gate_mean"] = _mean([p.get("gate_mean") for p in probes])
         row["shuffle_delta_f1"] = _mean([p.get("shuffle_delta_f1") for p in probes])
+        shuffles = [p["shuffle_delta_f1"] for p in probes if p.get("shuffle_delta_f1") is not None]
+        if shuffles:                     # the caption-shuffle probe: its spread over seeds as well
+            row["shuffle"] = seed_interval(shuffles)
         shared = sorted(set(seeds) & set(runs.get(ref, {})))
         if s != ref and shared:
             gold = None
@@ -478,7 +481,9 @@ def table_markdown(t: dict) -> str:
              f"Recipe: `{json.dumps(t['recipe'])}`" + (f", model `{json.dumps(t['model'])}`" if t["model"] else "")
              + f" ({t['params_file']}). Dataset: {t['facts']}. ΔF1 = setting − `{t['reference']}` on the seeds "
              "both ran; intervals at 95 %: over seeds (t) and over test tweets (paired bootstrap, every seed "
-             "scored on each resample). \"beats\" needs both above zero.", "",
+             "scored on each resample). \"beats\" needs both above zero. Branch probe on test (full "
+             "models): gate = mean g of Eq. 4; shuffle ΔF1 = F1 with every tweet given another tweet's "
+             "visual input − F1 as trained, mean over seeds [t-interval over seeds].", "",
              "| setting | seeds | P | R | F1 | ΔF1 per seed | mean ΔF1 | over seeds | over tweets | beats ref. "
              "| gate | shuffle ΔF1 |", "|---|---|---:|---:|---:|---|---:|---|---|---|---:|---:|"]
     for r in t["rows"]:
@@ -495,6 +500,8 @@ def table_markdown(t: dict) -> str:
                       _ci(d["tweet_ci95"]), "yes" if d["beats_reference"] else "no"]
         gate = "—" if r["gate_mean"] is None else f"{r['gate_mean']:.3f}"
         shuf = "—" if r["shuffle_delta_f1"] is None else f"{r['shuffle_delta_f1']:+.2f}"
+        if r.get("shuffle") and r["shuffle"]["ci95"] is not None:
+            shuf += f" {_ci(r['shuffle']['ci95'])}"
         lines.append(f"| {r['setting']} | {','.join(map(str, r['seeds']))} | {_fmt_mean_sd(r['Pre.'])} | "
                      f"{_fmt_mean_sd(r['Rec.'])} | {_fmt_mean_sd(r['F1'])} | " + " | ".join(dcells)
                      + f" | {gate} | {shuf} |")

@@ -16,6 +16,7 @@ subset of tweets (e.g. the visual-probe benchmark's ``ambiguous`` tweets).
 """
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -56,6 +57,13 @@ class ProbeResult:
         if not idx:
             return float("nan")
         return 100 * score([self.gold[i] for i in idx], [self.pred[probe][i] for i in idx]).f1
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ProbeResult":
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
 
     def summary(self, keep: Iterable[str] | None = None) -> dict:
         """Mean gate and ω, and F1 of every probe, over all tweets or those in ``keep``."""
@@ -205,7 +213,11 @@ def train_on_probe(data: str, output_dir: str, setting: str = "full", seed: int 
     else:
         result = train(data_cfg, model_cfg, train_cfg, ds=ds, prepared=prepared)
     model, _, _ = load_checkpoint(Path(output_dir) / "best")
-    probe = branch_probe(model, prepared.examples["test"], prepared.collate, prepared.visual)
+    saved = Path(output_dir) / "probe_test.json"           # written by the trainer with results.json
+    if saved.exists():
+        probe = ProbeResult.from_dict(json.loads(saved.read_text()))
+    else:
+        probe = branch_probe(model, prepared.examples["test"], prepared.collate, prepared.visual)
     return {"model": model, "prepared": prepared, "result": result, "probe": probe, "subsets": load_subsets(data),
             "dataset": ds}
 

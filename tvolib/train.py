@@ -113,6 +113,23 @@ def linear_schedule(opt, warmup: int, total: int):
     return torch.optim.lr_scheduler.LambdaLR(opt, f)
 
 
+def epoch_batches(lengths: list[int], batch_size: int, generator: torch.Generator,
+                  group_by_length: bool = False, window: int = 50) -> list[list[int]]:
+    """One epoch's batches of example indices: a random permutation cut into batches; with
+    ``group_by_length``, each window of ``window`` batches of that permutation is sorted by input
+    length before it is cut, and the batches are then shuffled, so a batch holds tweets of similar
+    length (less padding) and the order stays random."""
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    if group_by_length:
+        span = batch_size * window
+        order = [i for k in range(0, len(order), span)
+                 for i in sorted(order[k:k + span], key=lambda i: -lengths[i])]
+    batches = [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+    if group_by_length:
+        batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+    return batches
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
@@ -205,12 +222,13 @@ def train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, 
     while state["epoch"] < train_cfg.epochs and not stopped:
         epoch = state["epoch"] + 1
         g = torch.Generator().manual_seed(train_cfg.seed + epoch)
-        order = torch.randperm(len(train_ex), generator=g).tolist()
+        batches = epoch_batches([len(e["input_ids"]) if "input_ids" in e else len(e["labels"]) for e in train_ex],
+                                bs, g, train_cfg.group_by_length)
         model.train()
         t0, seen, step_losses, sums = time.time(), 0, [], {"loss": 0.0, "l_ner": 0.0, "l_vae": 0.0}
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}", disable=not show_bar, leave=False)
         for s in bar:
-            idx = order[s * bs:(s + 1) * bs]
+            idx = batches[s]
             shares = [idx[r::world] for r in range(world)]
             if min(len(x) for x in shares) == 0:
                 continue                      # a tail too small to give every process a tweet
@@ -294,10 +312,13 @@ def train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, 
         best_model, _, _ = load_checkpoint(out_dir / "best", device=str(device))
         test_scores, pred = evaluate(best_model, prepared.examples["test"], prepared.collate,
                                      train_cfg.eval_batch_size, device, precision)
-        valid_scores, _ = evaluate(best_model, valid_ex, prepared.collate, train_cfg.eval_batch_size,
-                                   device, precision)
+        # the selected epoch's valid scores were computed when it was selected
+        valid_row = next((h["valid"] for h in state["history"] if h["epoch"] == state["best_epoch"]), None)
+        if valid_row is None:
+            valid_row = evaluate(best_model, valid_ex, prepared.collate, train_cfg.eval_batch_size,
+                                 device, precision)[0].row()
         result.update({"dataset": data_cfg.dataset, "best_epoch": state["best_epoch"],
-                       "best_valid_f1": state["best_f1"], "valid": valid_scores.row(),
+                       "best_valid_f1": state["best_f1"], "valid": valid_row,
                        "test": test_scores.row(), "test_scores": test_scores.to_dict(),
                        "epochs_run": state["epoch"], "early_stopped": bool(state.get("stopped")),
                        "history": state["history"], "checkpoint": str(out_dir / "best"),
@@ -307,6 +328,7 @@ def train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, 
             probe = branch_probe(best_model, prepared.examples["test"], prepared.collate, prepared.visual,
                                  batch_size=train_cfg.eval_batch_size, device=device)
             result["probe"] = probe.summary()
+            atomic_write_json(out_dir / "probe_test.json", probe.to_dict())   # per tweet: g, ω, predictions
         if state["best_f1"] <= 0.0 and warnings_seen:
             result["warnings"] = warnings_seen
         if ds is not None:
