@@ -140,7 +140,7 @@ def measure(args) -> list[dict]:
     saved = torch.load(args.batches, weights_only=False)
     model = build(args.variant, saved["model_cfg"], saved["meta"])
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=args.adamw == "fused" or None)
     cells = []
     for L in args.max_length:
         batches = saved["lengths"][L]["batches"]
@@ -191,7 +191,7 @@ def markdown(summary: dict) -> str:
     md = ["# Training cost at the real input: full TVOMNER vs plain encoder + linear head", "",
           f"Setting `{c['setting']}` on `{summary['dataset']}` ({c['params'] or 'the embedded sample'}), batches of "
           f"{c['batch_size']} training tweets in random order padded to the longest, {c['steps']} timed "
-          "steps (forward + backward + AdamW) after one warm-up; CPU, otherwise idle. GFLOP/s: matrix-product "
+          f"steps (forward + backward + AdamW, {c.get('adamw', 'torch-default')}) after one warm-up; CPU, otherwise idle. GFLOP/s: matrix-product "
           "FLOPs of one step (torch flop counter, forward + backward) per second; peak: a square 2048 matmul "
           "in the same precision on the same threads "
           + ", ".join(f"{k}: {v:.0f} GFLOP/s" for k, v in peak.items()) + ".", "",
@@ -238,6 +238,7 @@ def main(argv=None):
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--batch_size", type=int, default=16)
     ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--adamw", default="fused", choices=["fused", "torch-default"], help="as TrainConfig.adamw")
     ap.add_argument("--pairs", action="store_true", help="also: two 1-thread full runs side by side vs one 2-thread run")
     ap.add_argument("--out", default="reports/benchmarks")
     ap.add_argument("--name", default="train_cost", help="file stem of the report")
@@ -259,7 +260,8 @@ def main(argv=None):
     tmp = Path(tempfile.mkdtemp(prefix="train_cost-"))
     lengths, cells, pairs = {}, [], []
     common = ["--max_length", *map(str, args.max_length), "--precision", *args.precision,
-              "--threads", *map(str, args.threads), "--batch_size", str(args.batch_size), "--steps", str(args.steps)]
+              "--threads", *map(str, args.threads), "--batch_size", str(args.batch_size), "--steps", str(args.steps),
+              "--adamw", args.adamw]
     peak = result(child(args, ["--peak", *common]), "peak")
     print("matmul peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak.items()), flush=True)
     for enc in args.encoder:
@@ -272,7 +274,8 @@ def main(argv=None):
             for L in args.max_length:
                 for prec in args.precision:
                     one = ["--max_length", str(L), "--precision", prec, "--threads", "1", "--batch_size",
-                           str(args.batch_size), "--steps", str(args.steps), "--encoder", enc, "--variant", "full",
+                           str(args.batch_size), "--steps", str(args.steps), "--adamw", args.adamw,
+                           "--encoder", enc, "--variant", "full",
                            "--batches", str(f)]
                     ps = [child(args, one), child(args, one)]
                     each = [result(p, "pair")[0]["tweets_per_s"] for p in ps]

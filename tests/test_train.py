@@ -315,7 +315,8 @@ def test_the_split_trainer_reproduces_the_recorded_sample_run(tmp_path, stand_in
           dict(num_heads=4, lstm_hidden=16, dropout=0.1, visual="none", use_candidates=False))
     data = DataConfig(cache_dir=str(tmp_path / "cache"), max_length=64)
     tr = TrainConfig(output_dir=str(tmp_path / setting), epochs=12, patience=20, batch_size=8, micro_batch_size=8,
-                     lr=1e-3, head_lr=5e-3, progress=False, seed=11, resume=False, precision="fp32")
+                     lr=1e-3, head_lr=5e-3, progress=False, seed=11, resume=False, precision="fp32",
+                     adamw="torch-default")          # the optimizer of the recording
     res = train(data, ModelConfig(**mk), tr, encoder_config=tiny_encoder_config())
     want = BEFORE_SPLIT[setting]
     assert [h["train_loss"] for h in res["history"]] == pytest.approx(want["train_loss"], rel=1e-4)
@@ -391,3 +392,20 @@ def test_predictions_come_back_in_the_examples_order_whatever_the_batching(tmp_p
     one_by_one = [predict_examples(model, [e], prepared.collate, batch_size=1)[0] for e in ex]
     assert predict_examples(model, ex, prepared.collate, batch_size=7) == one_by_one
     assert [len(p) for p in one_by_one] == [len(e["labels"]) for e in ex]
+
+
+def test_fused_adamw_is_the_default_recorded_and_matches_torchs_default(tmp_path, stand_ins):
+    from tvolib.config import from_dict
+    from tvolib.train import train
+    assert TrainConfig().adamw == "fused"
+    assert from_dict(TrainConfig, {"output_dir": "x"}).adamw == "torch-default"     # saved before the field
+    runs = {}
+    for impl in ("fused", "torch-default"):
+        data, model, tr = cfgs(tmp_path, impl, epochs=1, max_epoch_steps=2, adamw=impl)
+        res = train(data, model, tr, encoder_config=tiny_encoder_config())
+        assert res["train"]["adamw"] == impl
+        runs[impl] = weights(tmp_path / impl / "last")
+    assert same_weights(runs["fused"], runs["torch-default"], atol=1e-5)   # the same update, another kernel
+    data, model, tr = cfgs(tmp_path, "bad", adamw="sgd")
+    with pytest.raises(ValueError, match="TrainConfig.adamw"):
+        train(data, model, tr, encoder_config=tiny_encoder_config())

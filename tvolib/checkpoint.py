@@ -200,7 +200,8 @@ def save_training_state(path: Path, model, opt, sched, state: dict, data_cfg, mo
 # is compared by what it resolved to (``"auto"`` and ``"bf16"`` on a bf16 machine are the same run).
 RESUME_FREE = {"data": {"cache_dir"},
                "train": {"output_dir", "epochs", "patience", "resume", "progress", "num_threads", "device",
-                         "eval_batch_size", "max_epoch_steps", "precision"}}
+                         "eval_batch_size", "max_epoch_steps", "precision",
+                         "adamw"}}           # a resumed run keeps the optimizer it saved (load_state_dict)
 
 
 def check_resumable(path: Path, data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig,

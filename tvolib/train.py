@@ -193,7 +193,10 @@ def train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, 
     if train_cfg.max_epoch_steps:
         steps_per_epoch = min(steps_per_epoch, train_cfg.max_epoch_steps)
     total_steps = steps_per_epoch * train_cfg.epochs
-    opt = torch.optim.AdamW(param_groups(model, train_cfg), lr=train_cfg.lr)
+    if train_cfg.adamw not in ("fused", "torch-default"):
+        raise ValueError(f"TrainConfig.adamw: {train_cfg.adamw!r}; choose 'fused' or 'torch-default'")
+    opt = torch.optim.AdamW(param_groups(model, train_cfg), lr=train_cfg.lr,
+                            fused=True if train_cfg.adamw == "fused" else None)
     sched = linear_schedule(opt, int(train_cfg.warmup_ratio * total_steps), total_steps)
 
     state = {"epoch": 0, "step": 0, "best_f1": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": []}
