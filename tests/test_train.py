@@ -404,6 +404,10 @@ def test_fused_adamw_is_the_default_recorded_and_matches_torchs_default(tmp_path
         data, model, tr = cfgs(tmp_path, impl, epochs=1, max_epoch_steps=2, adamw=impl)
         res = train(data, model, tr, encoder_config=tiny_encoder_config())
         assert res["train"]["adamw"] == impl
+        # the branch probe scores the model as the test split was scored, and keeps every tweet
+        assert res["probe"]["f1"]["learned"] == pytest.approx(res["test"]["F1"], abs=0.006)
+        per_tweet = json.loads((tmp_path / impl / "probe_test.json").read_text())
+        assert len(per_tweet["ids"]) == len(per_tweet["gate"]) == 10 and set(per_tweet["pred"]) >= {"shuffled"}
         runs[impl] = weights(tmp_path / impl / "last")
     assert same_weights(runs["fused"], runs["torch-default"], atol=1e-5)   # the same update, another kernel
     data, model, tr = cfgs(tmp_path, "bad", adamw="sgd")

@@ -24,7 +24,7 @@ from typing import Callable, Iterable
 import torch
 
 from .data import LABELS
-from .device import to_device
+from .device import autocast, to_device
 from .evaluate import score
 
 
@@ -85,11 +85,12 @@ class ProbeResult:
 @torch.no_grad()
 def branch_probe(model, examples: list[dict], collate: Callable, visual=None, batch_size: int = 64,
                  probes: tuple[str, ...] = ("learned", "gate=1", "gate=0", "shuffled"), seed: int = 0,
-                 labels=LABELS, device="cpu") -> ProbeResult:
+                 labels=LABELS, device="cpu", precision: str = "fp32") -> ProbeResult:
     """Run the probes (module docstring) on ``examples`` (each with ``id`` and ``labels``).
 
     ``collate`` is the one the model was trained with; ``visual`` (``VisualFeatures``) is needed for
-    ``shuffled``. A model without a visual branch gets only ``learned``."""
+    ``shuffled``. A model without a visual branch gets only ``learned``. ``precision`` ("fp32" |
+    "bf16"): the one the model was evaluated in, so that ``learned`` is the reported test F1."""
     model.eval()
     ids = [str(e["id"]) for e in examples]
     gold = [[labels[j] for j in e["labels"]] for e in examples]
@@ -113,8 +114,9 @@ def branch_probe(model, examples: list[dict], collate: Callable, visual=None, ba
             if has_visual:
                 model.cff.gate_override = {"gate=1": 1.0, "gate=0": 0.0}.get(p)
             try:
-                out = model.emissions(b)
-                seqs = model.crf.decode(out["emissions"], mask=out["word_mask"])
+                with autocast(torch.device(device), precision):
+                    out = model.emissions(b)
+                seqs = model.crf.decode(out["emissions"].float(), mask=out["word_mask"])
             finally:
                 if has_visual:
                     model.cff.gate_override = None

@@ -329,7 +329,7 @@ def train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, 
         if getattr(best_model, "cff", None) is not None and prepared.visual is not None:
             from .probing import branch_probe     # does the model use the image? (test split)
             probe = branch_probe(best_model, prepared.examples["test"], prepared.collate, prepared.visual,
-                                 batch_size=train_cfg.eval_batch_size, device=device)
+                                 batch_size=train_cfg.eval_batch_size, device=device, precision=precision)
             result["probe"] = probe.summary()
             atomic_write_json(out_dir / "probe_test.json", probe.to_dict())   # per tweet: g, ω, predictions
         if state["best_f1"] <= 0.0 and warnings_seen:
