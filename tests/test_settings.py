@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tvolib.config import ModelConfig
+from tvolib.config import DataConfig, ModelConfig
 from tvolib.settings import (ABLATION_IDS, BASES, DatasetFacts, all_settings, configs, dataset_facts, get_setting,
                              identical_settings, knowledge_has_type_labels, model_config, split_recipe,
                              strip_type_labels, untyped_knowledge_file, why_identical)
@@ -111,6 +111,18 @@ def test_settings_identical_by_construction():
     plain = identical_settings(names, DatasetFacts(True, True, False))
     assert plain["tvomner+pgim-untyped"] == "tvomner+pgim"
     assert "tvomner+pgim-untyped" not in real
+
+
+def test_dataset_facts_name_the_phrase_stand_in(tmp_path):
+    from tvolib.settings import dataset_facts
+    from tvolib.vfo.pipeline import CAPTION_PHRASES
+    cap = tmp_path / "captions.json"
+    cap.write_text('{"1": "a man on a stage"}')
+    facts = dataset_facts(DataConfig(dataset="x", image_dir=None, captions=str(cap), phrases=CAPTION_PHRASES,
+                                     cache_dir=str(tmp_path / "cache")))
+    assert facts.has_phrases and "caption's noun chunks (offline stand-in)" in facts.describe()
+    assert "LLM phrases: no" in DatasetFacts(False, False, None).describe()
+    assert "LLM phrases: yes" in DatasetFacts(False, True, None).describe()
 
 
 def test_sample_facts():

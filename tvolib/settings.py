@@ -234,9 +234,12 @@ class DatasetFacts:
     has_images: bool            # an image folder with at least one image
     has_phrases: bool           # LLM phrases (file or cache) that stand in for object features
     knowledge_typed: bool | None  # the per-tweet knowledge has labels to strip (None: no such file)
+    phrases_from: str = "llm"   # where the phrases come from: "llm" (file or cache) | "caption-noun-chunks"
 
     def describe(self) -> str:
-        return (f"images: {'yes' if self.has_images else 'no'}; LLM phrases: {'yes' if self.has_phrases else 'no'}; "
+        phrases = "no" if not self.has_phrases else (
+            "the caption's noun chunks (offline stand-in)" if self.phrases_from != "llm" else "yes")
+        return (f"images: {'yes' if self.has_images else 'no'}; LLM phrases: {phrases}; "
                 f"typed per-tweet knowledge: {'n/a' if self.knowledge_typed is None else 'yes' if self.knowledge_typed else 'no'}")
 
 
@@ -254,7 +257,8 @@ def dataset_facts(data_cfg: DataConfig) -> DatasetFacts:
         typed = knowledge_has_type_labels(default_knowledge_file(data_cfg))
     except Exception:       # no per-tweet knowledge for this dataset: settings using it fail on their own
         pass
-    return DatasetFacts(has_images, has_phrases, typed)
+    return DatasetFacts(has_images, has_phrases, typed,
+                        CAPTION_PHRASES if data_cfg.phrases == CAPTION_PHRASES else "llm")
 
 
 def effective(setting: str, facts: DatasetFacts, model: dict | None = None) -> tuple:
