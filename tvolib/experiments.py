@@ -406,9 +406,9 @@ def _mean(xs: list) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
-def dataset_table(folder: Path) -> dict:
-    """Table 2 of one dataset from its committed artifacts (``folder`` = ``<experiment>/<dataset>``)."""
-    from .evaluate import paired_bootstrap_seeds, read_predictions, seed_interval, beats
+def finished_runs(folder: Path) -> tuple[dict, dict[str, dict[int, dict]]]:
+    """The manifest of ``<experiment>/<dataset>`` and its finished runs of the manifest's recipe:
+    ``{setting: {seed: {"metrics": ..., "dir": artifact folder}}}``."""
     man = json.loads((folder / "manifest.json").read_text())
     runs: dict[str, dict[int, dict]] = {}
     for pf in sorted(folder.glob("*/provenance.json")):      # written last by collect(): the run is complete
@@ -420,6 +420,79 @@ def dataset_table(folder: Path) -> dict:
             continue                                 # another recipe: not this table's run
         runs.setdefault(ident["setting"], {})[ident["seed"]] = {"metrics": json.loads(m.read_text()),
                                                                 "dir": m.parent}
+    return man, runs
+
+
+def compare_experiments(a: Path, b: Path) -> dict:
+    """Each (dataset, setting) finished in both experiments ``a`` and ``b`` (folders under
+    ``reports/experiments``), paired by seed: ΔF1 = b − a per seed, the t-interval over seeds and the
+    paired tweet bootstrap, and what differs between the two recipes (e.g. the precision)."""
+    from .evaluate import beats, paired_bootstrap_seeds, read_predictions, seed_interval
+    rows = []
+    diff = {}
+    for fa in sorted(p for p in a.glob("*") if (p / "manifest.json").exists()):
+        fb = b / fa.name
+        if not (fb / "manifest.json").exists():
+            continue
+        man_a, runs_a = finished_runs(fa)
+        man_b, runs_b = finished_runs(fb)
+        if man_a["data"] != man_b["data"]:
+            raise ValueError(f"{fa} and {fb}: the dataset fields differ; the runs are not comparable")
+        diff = {k: (man_a["recipe"].get(k), man_b["recipe"].get(k))
+                for k in sorted(set(man_a["recipe"]) | set(man_b["recipe"]))
+                if man_a["recipe"].get(k) != man_b["recipe"].get(k)}
+        if man_a["model"] != man_b["model"]:
+            diff["model"] = (man_a["model"], man_b["model"])
+        for setting in [s for s in man_a["settings"] if s in runs_a and s in runs_b]:
+            seeds = sorted(set(runs_a[setting]) & set(runs_b[setting]))
+            if not seeds:
+                continue
+            fa_ = [runs_a[setting][sd]["metrics"]["test"]["F1"] for sd in seeds]
+            fb_ = [runs_b[setting][sd]["metrics"]["test"]["F1"] for sd in seeds]
+            gold, pa, pb = None, [], []
+            for sd in seeds:
+                g_a, p_a = read_predictions(runs_a[setting][sd]["dir"] / "test_predictions.conll.gz")
+                g_b, p_b = read_predictions(runs_b[setting][sd]["dir"] / "test_predictions.conll.gz")
+                if g_a != g_b or (gold is not None and gold != g_a):
+                    raise ValueError(f"{fa.name} {setting} seed {sd}: scored on different test sets")
+                gold = g_a
+                pa.append(p_a)
+                pb.append(p_b)
+            boot = paired_bootstrap_seeds(gold, pa, pb, n=2000, seed=0)
+            over = seed_interval([y - x for x, y in zip(fa_, fb_)])
+            rows.append({"dataset": fa.name, "setting": setting, "seeds": seeds, "f1_a": fa_, "f1_b": fb_,
+                         "per_seed": over["per_seed"], "mean": over["mean"], "seed_ci95": over["ci95"],
+                         "tweet_ci95": boot["ci95"], "b_beats_a": beats(boot, over),
+                         "a_beats_b": beats({"ci95": [-boot["ci95"][1], -boot["ci95"][0]]},
+                                            {"ci95": None if over["ci95"] is None else
+                                             [-over["ci95"][1], -over["ci95"][0]]})})
+    return {"a": a.name, "b": b.name, "differs": diff, "rows": rows}
+
+
+def compare_markdown(c: dict) -> str:
+    """The comparison of :func:`compare_experiments` as markdown."""
+    what = "; ".join(f"`{k}`: {va!r} in `{c['a']}`, {vb!r} in `{c['b']}`" for k, (va, vb) in c["differs"].items())
+    lines = [f"# `{c['b']}` against `{c['a']}`", "",
+             f"Recipes differ in: {what or 'nothing'}. ΔF1 = `{c['b']}` − `{c['a']}` on test, paired by "
+             "seed; 95 % intervals over seeds (t) and over test tweets (paired bootstrap).", "",
+             f"| dataset | setting | seeds | F1 `{c['a']}` | F1 `{c['b']}` | ΔF1 per seed | mean ΔF1 | over seeds "
+             "| over tweets | differ? |", "|---|---|---|---|---|---|---:|---|---|---|"]
+    for r in c["rows"]:
+        verdict = (f"`{c['b']}` higher" if r["b_beats_a"] else f"`{c['a']}` higher" if r["a_beats_b"]
+                   else "not shown")
+        lines.append(f"| {r['dataset']} | {r['setting']} | {','.join(map(str, r['seeds']))} | "
+                     f"{_fmt_mean_sd(r['f1_a'])} | {_fmt_mean_sd(r['f1_b'])} | "
+                     f"{', '.join(f'{x:+.2f}' for x in r['per_seed'])} | {r['mean']:+.2f} | "
+                     f"{_ci(r['seed_ci95'])} | {_ci(r['tweet_ci95'])} | {verdict} |")
+    if not c["rows"]:
+        lines.append("| — | no setting finished in both yet | | | | | | | | |")
+    return "\n".join(lines) + "\n"
+
+
+def dataset_table(folder: Path) -> dict:
+    """Table 2 of one dataset from its committed artifacts (``folder`` = ``<experiment>/<dataset>``)."""
+    from .evaluate import paired_bootstrap_seeds, read_predictions, seed_interval, beats
+    man, runs = finished_runs(folder)
     ref = man["reference"]
     preds: dict[Path, tuple] = {}
 
@@ -559,15 +632,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--every", type=float, default=60, help="seconds between live lines")
     ap.add_argument("--dry-run", action="store_true", help="print the plan (runs, skips, identical settings)")
     ap.add_argument("--summary", action="store_true", help="only rewrite the tables from the artifacts")
+    ap.add_argument("--compare", nargs=2, metavar=("A", "B"), default=None,
+                    help="two experiments' parameters files: ΔF1 = B − A per dataset, setting and seed "
+                         "(e.g. the same runs in fp32 and bf16), written to reports/experiments/compare-A-vs-B.md")
     ap.add_argument("--notebook", default=str(NOTEBOOK), help=argparse.SUPPRESS)
     ap.add_argument("--reports", default=str(REPORTS), help=argparse.SUPPRESS)
     ap.add_argument("--run-one", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.run_one:
         return run_one(Path(args.run_one))
+    reports_dir = Path(args.reports)
+    if args.compare:
+        from .cache import atomic_write_text
+        pa, pb = (plan(f, args.runs_dir, reports_dir) for f in args.compare)
+        for q in (pa, pb):
+            write_manifests(q, reports_dir)
+        c = compare_experiments(reports_dir / pa.name, reports_dir / pb.name)
+        out = reports_dir / f"compare-{pa.name}-vs-{pb.name}"
+        atomic_write_json(Path(f"{out}.json"), c)
+        atomic_write_text(Path(f"{out}.md"), compare_markdown(c))
+        print(compare_markdown(c))
+        return 0
     if not args.params:
         ap.error("--params is required")
-    reports_dir = Path(args.reports)
     p = plan(args.params, args.runs_dir, reports_dir)
     if args.summary:
         write_manifests(p, reports_dir)
