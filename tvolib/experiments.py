@@ -423,6 +423,25 @@ def finished_runs(folder: Path) -> tuple[dict, dict[str, dict[int, dict]]]:
     return man, runs
 
 
+def paired_delta(a: dict[int, dict], b: dict[int, dict], seeds: list[int], where: str, read) -> tuple[dict, dict]:
+    """ΔF1 = b − a on test over ``seeds`` (runs as in :func:`finished_runs`): the paired tweet
+    bootstrap (every seed scored on each resample) and the t-interval over the per-seed deltas.
+    ``read`` maps a predictions file to (gold, predictions)."""
+    from .evaluate import paired_bootstrap_seeds, seed_interval
+    gold, pa, pb = None, [], []
+    for sd in seeds:
+        g_a, p_a = read(a[sd]["dir"] / "test_predictions.conll.gz")
+        g_b, p_b = read(b[sd]["dir"] / "test_predictions.conll.gz")
+        if g_a != g_b or (gold is not None and gold != g_a):
+            raise ValueError(f"{where} (seed {sd}) were scored on different test sets")
+        gold = g_a
+        pa.append(p_a)
+        pb.append(p_b)
+    boot = paired_bootstrap_seeds(gold, pa, pb, n=2000, seed=0)
+    over = seed_interval([b[sd]["metrics"]["test"]["F1"] - a[sd]["metrics"]["test"]["F1"] for sd in seeds])
+    return boot, over
+
+
 def compare_experiments(a: Path, b: Path) -> dict:
     """Each (dataset, setting) finished in both experiments ``a`` and ``b`` (folders under
     ``reports/experiments``), paired by seed: ΔF1 = b − a per seed, the t-interval over seeds and the
@@ -449,17 +468,8 @@ def compare_experiments(a: Path, b: Path) -> dict:
                 continue
             fa_ = [runs_a[setting][sd]["metrics"]["test"]["F1"] for sd in seeds]
             fb_ = [runs_b[setting][sd]["metrics"]["test"]["F1"] for sd in seeds]
-            gold, pa, pb = None, [], []
-            for sd in seeds:
-                g_a, p_a = read_predictions(runs_a[setting][sd]["dir"] / "test_predictions.conll.gz")
-                g_b, p_b = read_predictions(runs_b[setting][sd]["dir"] / "test_predictions.conll.gz")
-                if g_a != g_b or (gold is not None and gold != g_a):
-                    raise ValueError(f"{fa.name} {setting} seed {sd}: scored on different test sets")
-                gold = g_a
-                pa.append(p_a)
-                pb.append(p_b)
-            boot = paired_bootstrap_seeds(gold, pa, pb, n=2000, seed=0)
-            over = seed_interval([y - x for x, y in zip(fa_, fb_)])
+            boot, over = paired_delta(runs_a[setting], runs_b[setting], seeds, f"{fa.name} {setting}",
+                                      read_predictions)
             rows.append({"dataset": fa.name, "setting": setting, "seeds": seeds, "f1_a": fa_, "f1_b": fb_,
                          "per_seed": over["per_seed"], "mean": over["mean"], "seed_ci95": over["ci95"],
                          "tweet_ci95": boot["ci95"], "b_beats_a": beats(boot, over),
@@ -522,19 +532,8 @@ def dataset_table(folder: Path) -> dict:
             row["shuffle"] = seed_interval(shuffles)
         shared = sorted(set(seeds) & set(runs.get(ref, {})))
         if s != ref and shared:
-            gold = None
-            a, b = [], []
-            for sd in shared:
-                g_a, p_a = pred(runs[ref][sd]["dir"])
-                g_b, p_b = pred(got[sd]["dir"])
-                if g_a != g_b or (gold is not None and gold != g_a):
-                    raise ValueError(f"{folder}: {s} and {ref} (seed {sd}) were scored on different test sets")
-                gold = g_a
-                a.append(p_a)
-                b.append(p_b)
-            boot = paired_bootstrap_seeds(gold, a, b, n=2000, seed=0)
-            deltas = [got[sd]["metrics"]["test"]["F1"] - runs[ref][sd]["metrics"]["test"]["F1"] for sd in shared]
-            over = seed_interval(deltas)
+            boot, over = paired_delta(runs[ref], got, shared, f"{folder}: {s} and {ref}",
+                                      lambda f: pred(f.parent))
             row.update(delta_seeds=shared, delta={"per_seed": over["per_seed"], "mean": over["mean"],
                                                   "seed_ci95": over["ci95"], "tweet_ci95": boot["ci95"],
                                                   "p_not_better": boot["p_b_not_better"],
