@@ -106,8 +106,9 @@ def test_plan_expands_datasets_settings_seeds_and_shows_identical_settings(tmp_p
                                             "tvomner+pgim.no-visual"], seeds=(1, 2, 3))
     p = experiments.plan(pf, str(tmp_path / "runs"), tmp_path / "reports")
     # the sample's per-tweet texts have no "(type)" labels: the untyped control is the same run
-    assert [(r.setting, r.seed) for r in p.runs] == [(s, sd) for s in ("text-only", "tvomner+pgim",
-                                                                       "tvomner+pgim.no-visual") for sd in (1, 2, 3)]
+    # seed-major: a batch stopped early has every setting's first seed
+    assert [(r.setting, r.seed) for r in p.runs] == [(s, sd) for sd in (1, 2, 3) for s in (
+        "text-only", "tvomner+pgim", "tvomner+pgim.no-visual")]
     man = p.manifests["sample"]
     assert man["identical"]["tvomner+pgim-untyped"]["as"] == "tvomner+pgim"
     assert "no parenthesised type labels" in man["identical"]["tvomner+pgim-untyped"]["why"]
@@ -269,3 +270,43 @@ def test_two_experiments_compared_run_by_run(tmp_path):
     assert rows["tvomner+pgim"]["seed_ci95"] is not None and not rows["tvomner+pgim"]["b_beats_a"]
     md = (tmp_path / "reports" / "compare-a-vs-b.md").read_text()
     assert "`precision`: 'fp32' in `a`, 'bf16' in `b`" in md and "| sample | text-only | 1,2 |" in md
+
+
+@pytest.mark.slow
+def test_a_run_finished_for_another_experiment_is_reused_not_rerun(tmp_path):
+    """Two parameters files sharing a row (same data, setting, seed, recipe, model): the second
+    copies the first one's finished runs, saying so, and runs only its own; a row whose recipe
+    differs is run."""
+    fake_notebook(tmp_path / "nb.ipynb")
+    a = write_params(tmp_path / "a.yaml", ["text-only"], name="a")
+    assert cli(tmp_path, a, "--jobs", "2").returncode == 0
+    b = write_params(tmp_path / "b.yaml", ["text-only", "tvomner+pgim"], name="b")
+    r = cli(tmp_path, b, "--dry-run")
+    assert f"sample text-only s1: skip (reused from {tmp_path / 'reports' / 'a' / 'sample' / 'text-only-s1'})" \
+        in r.stdout and "sample tvomner+pgim s1: todo" in r.stdout
+    assert not (tmp_path / "reports" / "b" / "sample" / "text-only-s1").exists()      # a dry run copies nothing
+    r = cli(tmp_path, b, "--jobs", "2")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "4 runs, 2 finished before (skipped), 2 to run" in r.stdout
+    assert "[experiments] start sample text-only" not in r.stdout
+    assert not (tmp_path / "runs" / "b" / "sample" / "text-only-s1").exists()
+    for seed in (1, 2):
+        src, dst = (tmp_path / "reports" / x / "sample" / f"text-only-s{seed}" for x in ("a", "b"))
+        assert (dst / "metrics.json").read_bytes() == (src / "metrics.json").read_bytes()
+        prov = json.loads((dst / "provenance.json").read_text())
+        assert prov["reused_from"] == str(src) and prov["run_dir"] == str(tmp_path / "runs" / "a" / "sample"
+                                                                             / f"text-only-s{seed}")
+    rows = {x["setting"]: x for x in json.loads((tmp_path / "reports" / "b" / "table2.json").read_text())
+            ["tables"][0]["rows"]}
+    assert rows["text-only"]["seeds"] == [1, 2] and rows["text-only"]["delta"]["per_seed"]
+    # a third file copying from b names the executed run (a's), not b's copy
+    c = write_params(tmp_path / "c.yaml", ["text-only"], name="c", seeds=(2,))
+    assert cli(tmp_path, c).returncode == 0
+    prov = json.loads((tmp_path / "reports" / "c" / "sample" / "text-only-s2" / "provenance.json").read_text())
+    assert prov["reused_from"] == str(tmp_path / "reports" / "a" / "sample" / "text-only-s2")
+    # another recipe is another run
+    d = write_params(tmp_path / "d.yaml", ["text-only"], name="d", seeds=(1,), epochs=3)
+    r = cli(tmp_path, d)
+    assert r.returncode == 0 and "1 runs, 0 finished before (skipped), 1 to run" in r.stdout
+    assert "reused_from" not in json.loads((tmp_path / "reports" / "d" / "sample" / "text-only-s1"
+                                            / "provenance.json").read_text())

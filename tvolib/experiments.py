@@ -19,7 +19,9 @@ A parameters file (YAML) has these keys (every other key is an error):
 ``model``       other ModelConfig fields (``text_encoder``, sizes, ``gate_init``)
 ``threads``     torch threads per run (default 1)
 
-Per run: a run whose committed artifacts (or run folder) hold the same parameters is skipped; a run
+Per run: a run whose committed artifacts (or run folder) hold the same parameters is skipped, and
+one finished with the same parameters for another experiment is copied from that experiment's
+artifacts (its provenance says ``reused_from``) instead of running again; a run
 folder holding other parameters is refused (choose another ``name``); an interrupted run resumes
 after its last finished epoch (the trainer's ``<run>/last``). A failed run is reported with its
 notebook, cell and error, and the others go on; the exit status is 1 if any failed. Settings
@@ -147,7 +149,8 @@ def plan(path: str | Path, runs_dir: str | None = None, reports_dir: Path = REPO
                 params = {"dataset": ds_name, "data": spec, "setting": setting, "seed": seed, "recipe": recipe,
                           "model": model, "cache_dir": cache_dir, "output_dir": str(run_dir), "num_threads": threads}
                 runs.append(Run(ds_name, setting, seed, run_dir, reports_dir / name / ds_name / run_name, identity, params))
-    return Plan(name, str(path), runs, manifests)
+    runs.sort(key=lambda r: seeds.index(r.seed))   # every setting's first seed before any second: a
+    return Plan(name, str(path), runs, manifests)  # batch stopped early still fills every row
 
 
 def write_manifests(p: Plan, reports_dir: Path = REPORTS) -> None:
@@ -190,6 +193,46 @@ def classify(run: Run, copy: bool = True) -> None:
             if copy:                           # finished, artifacts missing: copy them, no rerun
                 collect(run, rec)
             run.state = "skip"
+            return
+    if not ident.exists():                     # never started here: the same run finished for another experiment?
+        source = same_run_elsewhere(run)
+        if source is not None:
+            if copy:
+                reuse(run, source)
+            run.state, run.error = "skip", f"reused from {source}"
+
+
+def same_run_elsewhere(run: Run) -> Path | None:
+    """The artifacts folder of a finished run with ``run``'s identity (dataset, data, setting, seed,
+    recipe, model) under another experiment of the same reports folder, or None. The experiment's
+    name is not part of a run's identity, so two parameters files that share a row share its runs."""
+    reports_dir, name = run.artifacts.parents[2], run.artifacts.parents[1].name
+    for prov in sorted(reports_dir.glob(f"*/{run.artifacts.parent.name}/{run.artifacts.name}/provenance.json")):
+        folder = prov.parent
+        if folder.parents[1].name == name or not all((folder / a).exists() for a in ARTIFACTS):
+            continue
+        try:
+            old = json.loads(prov.read_text())
+        except ValueError:
+            continue
+        if _same_identity(old.get("identity") or {}, run.identity):
+            return folder
+    return None
+
+
+def reuse(run: Run, source: Path) -> None:
+    """Copy another experiment's finished run into ``run.artifacts``; its provenance names the source
+    (whose executed notebook and checkpoints are that run's)."""
+    run.artifacts.mkdir(parents=True, exist_ok=True)
+    for a in ARTIFACTS[:-1]:
+        atomic_write_bytes(run.artifacts / a, (source / a).read_bytes())
+    prov = json.loads((source / "provenance.json").read_text())
+    if "reused_from" not in prov:              # a copy of a copy names the folder of the executed run
+        try:
+            prov["reused_from"] = str(source.resolve().relative_to(REPO))
+        except ValueError:
+            prov["reused_from"] = str(source)
+    atomic_write_json(run.artifacts / "provenance.json", prov)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -290,6 +333,8 @@ def execute(p: Plan, jobs: int = 1, every: float = 30, notebook: Path = NOTEBOOK
     for r in p.runs:
         if r.state == "failed":
             log(f"[experiments] FAILED {r.label}: {r.error}")
+        elif r.error.startswith("reused from"):
+            log(f"[experiments] {r.label}: {r.error} (same parameters)")
     running: list[Run] = []
     t0, last_live = time.time(), time.time()
 
