@@ -310,3 +310,37 @@ def test_a_run_finished_for_another_experiment_is_reused_not_rerun(tmp_path):
     assert r.returncode == 0 and "1 runs, 0 finished before (skipped), 1 to run" in r.stdout
     assert "reused_from" not in json.loads((tmp_path / "reports" / "d" / "sample" / "text-only-s1"
                                             / "provenance.json").read_text())
+
+
+def test_a_run_finished_by_another_batch_meanwhile_is_not_started(tmp_path, monkeypatch):
+    """Classified when its turn comes, not only when the batch starts: a run that another
+    experiment finished in the meantime is copied instead of run twice."""
+    pf = write_params(tmp_path / "b.yaml", ["text-only", "tvomner+pgim"], seeds=(1,), name="b")
+    p = experiments.plan(pf, str(tmp_path / "runs"), tmp_path / "reports")
+    started = []
+
+    class Done:                                   # a child process that has already exited
+        def poll(self):
+            return 0
+
+    def fake_start(r, notebook, every):
+        started.append(r.setting)
+        r.proc, r.log_file, r.started, r.state = Done(), open(os.devnull, "wb"), time.time(), "running"
+        r.artifacts.mkdir(parents=True)
+        metrics = {"test": {"Pre.": 1.0, "Rec.": 1.0, "F1": 1.0}, "best_epoch": 1}
+        for run in p.runs:                        # the other batch finishes pgim while text-only runs
+            folder = run.artifacts if run is r else tmp_path / "reports" / "a" / "sample" / run.artifacts.name
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "metrics.json").write_text(json.dumps(metrics))
+            (folder / "test_predictions.conll.gz").write_bytes(b"")
+            (folder / "provenance.json").write_text(json.dumps({"identity": run.identity}))
+
+    monkeypatch.setattr(experiments, "start", fake_start)
+    monkeypatch.setattr(experiments, "write_tables", lambda exp_dir: None)
+    lines = []
+    assert experiments.execute(p, jobs=1, reports_dir=tmp_path / "reports", log=lines.append) == 0
+    assert started == ["text-only"]
+    assert any(l.startswith("[experiments] sample tvomner+pgim s1: reused from ") and l.endswith("not run")
+               for l in lines), lines
+    prov = json.loads((tmp_path / "reports" / "b" / "sample" / "tvomner+pgim-s1" / "provenance.json").read_text())
+    assert prov["reused_from"] == str(tmp_path / "reports" / "a" / "sample" / "tvomner+pgim-s1")

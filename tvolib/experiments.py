@@ -357,6 +357,10 @@ def execute(p: Plan, jobs: int = 1, every: float = 30, notebook: Path = NOTEBOOK
             while todo and len(running) < jobs and not any(not (r.run_dir / "prepared.json").exists()
                                                            for r in running):
                 r = todo.pop(0)
+                classify(r)                            # finished meanwhile, by another batch?
+                if r.state != "todo":
+                    log(f"[experiments] {r.label}: {r.error or 'finished meanwhile'}, not run")
+                    continue
                 start(r, notebook, every)
                 running.append(r)
                 log(f"[experiments] start {r.label} -> {r.run_dir} (log: {r.run_dir / 'run.log'})")
