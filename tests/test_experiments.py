@@ -278,17 +278,26 @@ def test_a_run_finished_for_another_experiment_is_reused_not_rerun(tmp_path):
     copies the first one's finished runs, saying so, and runs only its own; a row whose recipe
     differs is run."""
     fake_notebook(tmp_path / "nb.ipynb")
-    a = write_params(tmp_path / "a.yaml", ["text-only"], name="a")
+    a = write_params(tmp_path / "a.yaml", ["text-only"], name="a", seeds=(1, 2, 3))
     assert cli(tmp_path, a, "--jobs", "2").returncode == 0
-    b = write_params(tmp_path / "b.yaml", ["text-only", "tvomner+pgim"], name="b")
+    # seed 3 as an older version saved it: no `adamw` field, i.e. torch's default AdamW then. The
+    # parameters files are equal, the run is not: it is run again, not copied.
+    old = tmp_path / "reports" / "a" / "sample" / "text-only-s3" / "provenance.json"
+    prov = json.loads(old.read_text())
+    del prov["configs"]["train"]["adamw"]
+    old.write_text(json.dumps(prov))
+    b = write_params(tmp_path / "b.yaml", ["text-only", "tvomner+pgim"], name="b", seeds=(1, 2, 3))
+    b_runs = experiments.plan(b, str(tmp_path / "runs"), tmp_path / "reports").runs
+    assert experiments.config_differences(b_runs[4], prov["configs"]) == ["train.adamw"]
     r = cli(tmp_path, b, "--dry-run")
     assert f"sample text-only s1: skip (reused from {tmp_path / 'reports' / 'a' / 'sample' / 'text-only-s1'})" \
         in r.stdout and "sample tvomner+pgim s1: todo" in r.stdout
     assert not (tmp_path / "reports" / "b" / "sample" / "text-only-s1").exists()      # a dry run copies nothing
     r = cli(tmp_path, b, "--jobs", "2")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "4 runs, 2 finished before (skipped), 2 to run" in r.stdout
-    assert "[experiments] start sample text-only" not in r.stdout
+    assert "6 runs, 2 finished before (skipped), 4 to run" in r.stdout
+    assert "[experiments] start sample text-only s3" in r.stdout
+    assert "[experiments] start sample text-only s1" not in r.stdout and "start sample text-only s2" not in r.stdout
     assert not (tmp_path / "runs" / "b" / "sample" / "text-only-s1").exists()
     for seed in (1, 2):
         src, dst = (tmp_path / "reports" / x / "sample" / f"text-only-s{seed}" for x in ("a", "b"))
@@ -298,7 +307,9 @@ def test_a_run_finished_for_another_experiment_is_reused_not_rerun(tmp_path):
                                                                              / f"text-only-s{seed}")
     rows = {x["setting"]: x for x in json.loads((tmp_path / "reports" / "b" / "table2.json").read_text())
             ["tables"][0]["rows"]}
-    assert rows["text-only"]["seeds"] == [1, 2] and rows["text-only"]["delta"]["per_seed"]
+    assert rows["text-only"]["seeds"] == [1, 2, 3] and rows["text-only"]["delta"]["per_seed"]
+    assert "reused_from" not in json.loads((tmp_path / "reports" / "b" / "sample" / "text-only-s3"
+                                            / "provenance.json").read_text())
     # a third file copying from b names the executed run (a's), not b's copy
     c = write_params(tmp_path / "c.yaml", ["text-only"], name="c", seeds=(2,))
     assert cli(tmp_path, c).returncode == 0
@@ -315,6 +326,8 @@ def test_a_run_finished_for_another_experiment_is_reused_not_rerun(tmp_path):
 def test_a_run_finished_by_another_batch_meanwhile_is_not_started(tmp_path, monkeypatch):
     """Classified when its turn comes, not only when the batch starts: a run that another
     experiment finished in the meantime is copied instead of run twice."""
+    from tvolib.config import to_dict
+    from tvolib.settings import configs
     pf = write_params(tmp_path / "b.yaml", ["text-only", "tvomner+pgim"], seeds=(1,), name="b")
     p = experiments.plan(pf, str(tmp_path / "runs"), tmp_path / "reports")
     started = []
@@ -333,7 +346,11 @@ def test_a_run_finished_by_another_batch_meanwhile_is_not_started(tmp_path, monk
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "metrics.json").write_text(json.dumps(metrics))
             (folder / "test_predictions.conll.gz").write_bytes(b"")
-            (folder / "provenance.json").write_text(json.dumps({"identity": run.identity}))
+            pr = run.params
+            saved = configs(pr["dataset"], pr["data"], pr["setting"], pr["seed"], pr["recipe"], pr["model"],
+                            output_dir=pr["output_dir"], cache_dir=pr["cache_dir"])
+            saved = dict(zip(("data", "model", "train"), map(to_dict, saved)))
+            (folder / "provenance.json").write_text(json.dumps({"identity": run.identity, "configs": saved}))
 
     monkeypatch.setattr(experiments, "start", fake_start)
     monkeypatch.setattr(experiments, "write_tables", lambda exp_dir: None)

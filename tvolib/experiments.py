@@ -215,9 +215,38 @@ def same_run_elsewhere(run: Run) -> Path | None:
             old = json.loads(prov.read_text())
         except ValueError:
             continue
-        if _same_identity(old.get("identity") or {}, run.identity):
+        if _same_identity(old.get("identity") or {}, run.identity) and not config_differences(run, old.get("configs")):
             return folder
     return None
+
+
+# what may differ between two runs that are the same run: where and how verbosely they ran
+REUSE_FREE = {"data": {"cache_dir"}, "train": {"output_dir", "resume", "progress", "num_threads", "eval_batch_size"}}
+
+
+def config_differences(run: Run, saved: dict | None) -> list[str]:
+    """The fields in which a finished run's saved configs (``config.json``, read as today's: an
+    older run gets the defaults of its time, e.g. torch's AdamW) differ from the configs ``run``
+    would train with now. A parameters file's recipe leaves most fields to the code's defaults,
+    so equal files are not enough: a default changed since is another run."""
+    from .config import DataConfig, ModelConfig, TrainConfig, from_dict, to_dict, upgrade_train_dict
+    from .settings import configs
+    if not saved or not all(k in saved for k in ("data", "model", "train")):
+        return ["configs: not recorded"]
+    pr = run.params
+    now = configs(pr["dataset"], pr["data"], pr["setting"], pr["seed"], pr["recipe"], pr["model"],
+                  output_dir=pr["output_dir"], cache_dir=pr["cache_dir"], num_threads=pr["num_threads"])
+    diffs = []
+    for part, cls, cfg, old in (("data", DataConfig, now[0], saved["data"]), ("model", ModelConfig, now[1], saved["model"]),
+                                ("train", TrainConfig, now[2], upgrade_train_dict(saved["train"]))):
+        try:
+            old = to_dict(from_dict(cls, old))
+        except (TypeError, ValueError) as e:
+            return [f"{part}: {e}"]
+        cur = to_dict(cfg)
+        diffs += [f"{part}.{k}" for k in sorted(set(old) | set(cur))
+                  if k not in REUSE_FREE.get(part, ()) and old.get(k) != cur.get(k)]
+    return diffs
 
 
 def reuse(run: Run, source: Path) -> None:
