@@ -315,6 +315,11 @@ def test_a_run_finished_for_another_experiment_is_reused_not_rerun(tmp_path):
     assert cli(tmp_path, c).returncode == 0
     prov = json.loads((tmp_path / "reports" / "c" / "sample" / "text-only-s2" / "provenance.json").read_text())
     assert prov["reused_from"] == str(tmp_path / "reports" / "a" / "sample" / "text-only-s2")
+    # --summary copies what finished elsewhere too (a batch of this file has not reached it yet)
+    e = write_params(tmp_path / "e.yaml", ["text-only"], name="e", seeds=(1,))
+    r = cli(tmp_path, e, "--summary")
+    assert r.returncode == 0 and "| text-only | 1 |" in r.stdout and "[experiments] start" not in r.stdout
+    assert not (tmp_path / "runs" / "e").exists()
     # another recipe is another run
     d = write_params(tmp_path / "d.yaml", ["text-only"], name="d", seeds=(1,), epochs=3)
     r = cli(tmp_path, d)

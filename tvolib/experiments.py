@@ -708,7 +708,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs_dir", default=None, help="overrides the file's runs_dir")
     ap.add_argument("--every", type=float, default=60, help="seconds between live lines")
     ap.add_argument("--dry-run", action="store_true", help="print the plan (runs, skips, identical settings)")
-    ap.add_argument("--summary", action="store_true", help="only rewrite the tables from the artifacts")
+    ap.add_argument("--summary", action="store_true", help="only rewrite the tables (from the artifacts, after "
+                    "copying those of runs finished in their folders or for another experiment)")
     ap.add_argument("--compare", nargs=2, metavar=("A", "B"), default=None,
                     help="two experiments' parameters files: ΔF1 = B − A per dataset, setting and seed "
                          "(e.g. the same runs in fp32 and bf16), written to reports/experiments/compare-A-vs-B.md")
@@ -735,6 +736,8 @@ def main(argv: list[str] | None = None) -> int:
     p = plan(args.params, args.runs_dir, reports_dir)
     if args.summary:
         write_manifests(p, reports_dir)
+        for r in p.runs:                         # finished runs whose artifacts are not copied yet
+            classify(r)
         write_tables(reports_dir / p.name)
         print((reports_dir / p.name / "table2.md").read_text() if (reports_dir / p.name / "table2.md").exists()
               else "no finished runs")
