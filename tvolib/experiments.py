@@ -253,7 +253,7 @@ def reuse(run: Run, source: Path) -> None:
     """Copy another experiment's finished run into ``run.artifacts``; its provenance names the source
     (whose executed notebook and checkpoints are that run's)."""
     run.artifacts.mkdir(parents=True, exist_ok=True)
-    for a in ARTIFACTS[:-1]:
+    for a in (a for a in ARTIFACTS if a != "provenance.json"):   # the provenance gets `reused_from`
         atomic_write_bytes(run.artifacts / a, (source / a).read_bytes())
     prov = json.loads((source / "provenance.json").read_text())
     if "reused_from" not in prov:              # a copy of a copy names the folder of the executed run
