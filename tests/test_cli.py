@@ -51,9 +51,9 @@ def test_ablation_flag_with_explicit_overrides(tmp_path, monkeypatch):
     seen = {}
     monkeypatch.setattr(tvolib.train, "train", lambda d, m, t: seen.update(d=d, m=m, t=t) or {})
     assert main(["train", "--ablation", "w/o O-T-V", "--use_knowledge", "true", "--output_dir", str(tmp_path),
-                 "--precision", "fp32"]) == 0
+                 "--precision", "bf16"]) == 0
     assert seen["m"].visual == "global" and seen["m"].use_candidates is False and seen["m"].use_knowledge is True
-    assert seen["t"].precision == "fp32"
+    assert seen["t"].precision == "bf16"
 
 
 def test_predict_writes_only_data_on_stdout(trained, tmp_path, capsys):

@@ -130,8 +130,10 @@ class TrainConfig:
     max_grad_norm: float = 1.0            # gradient clipping (0 = off)
     patience: int = 3                     # early stopping on valid F1
     device: str = "auto"                  # "auto" | "cpu" | "cuda"
-    precision: str = "auto"               # "fp32" | "bf16" (autocast; BiLSTM, CRF, losses in fp32) | "auto":
-                                          # bf16 on a CUDA device or CPU with bf16 units (AMX/AVX512-BF16)
+    precision: str = "fp32"               # "fp32" | "bf16" (autocast; BiLSTM, CRF, losses in fp32) | "auto":
+                                          # bf16 on a CUDA device or CPU with bf16 units (AMX/AVX512-BF16).
+                                          # fp32 by default: bf16 cost the full model about 0.7 F1 on
+                                          # Twitter-2017 (reports/experiments/compare-precision-*.md)
     eval_batch_size: int = 64             # tweets per batch when scoring valid/test
     num_threads: int | None = None        # torch.set_num_threads when set
     resume: bool = True                   # continue from <output_dir>/last when it exists

@@ -9,8 +9,8 @@
   (``warmup_ratio``) then linear decay to 0; weight decay 0.01 except biases/LayerNorm.
 * Effective batch ``batch_size`` (paper: 64) = micro-batches × accumulation × processes; the loss of
   every micro-batch is weighted by its share of the step, so the gradient is that of the full batch.
-* Gradient clipping (``max_grad_norm``); ``precision`` "fp32" | "bf16" | "auto" (bf16 autocast where
-  the GPU or the CPU has bf16 units, ``tvolib.device``; BiLSTM, CRF and losses in fp32). The
+* Gradient clipping (``max_grad_norm``); ``precision`` "fp32" (the default) | "bf16" | "auto" (bf16
+  autocast where the GPU or the CPU has bf16 units, ``tvolib.device``; BiLSTM, CRF and losses in fp32). The
   resolved precision is recorded in ``config.json``, the checkpoints and ``results.json``.
 * Model selection and early stopping on **valid F1 only** (``patience`` epochs without gain); the
   test set is scored once, with the selected checkpoint.
