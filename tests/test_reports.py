@@ -169,3 +169,36 @@ def test_shipped_params_files_only_set_declared_parameters(name):
         p = reports.params_for(nbs[stem], file_params, {}, source=str(pf))
         assert set(file_params[stem]) <= set(p)
     assert reports.params_for(nbs["04_train_tvomner"], file_params, {})["knowledge_source"] == "tweet_files"
+
+
+def test_figure_dir_is_given_relative_to_the_kernels_directory(tmp_path):
+    # the executed copy and its record must not carry this machine's absolute paths
+    nb = tmp_path / "01_fig.ipynb"
+    make_nb(nb, ["open('seen.txt', 'w').write(str(figure_dir))"], params="figure_dir = None")
+    rec = reports.run_notebook(nb, tmp_path / "out", {}, cwd=tmp_path, html=False, every=None)
+    assert rec["status"] == "ok", rec["error"]
+    assert (tmp_path / "seen.txt").read_text() == "out/figures"
+    assert rec["parameters"]["figure_dir"] == "out/figures"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    reports.run_notebook(nb, tmp_path / "out2", {}, cwd=elsewhere, html=False, every=None)
+    assert (elsewhere / "seen.txt").read_text() == str((tmp_path / "out2" / "figures").resolve())
+
+
+def test_git_state_ignores_the_reports_folder_but_not_the_code(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    (repo / "reports").mkdir(parents=True)
+    (repo / "tvolib").mkdir()
+    (repo / "reports" / "01.json").write_text("{}")
+    (repo / "tvolib" / "m.py").write_text("x = 1\n")
+    git = ["git", "-C", str(repo), "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run(git[:3] + ["init", "-q"], check=True)
+    subprocess.run(git + ["add", "."], check=True)
+    subprocess.run(git + ["commit", "-qm", "c"], check=True)
+    monkeypatch.setattr(reports, "REPO", repo)
+    assert reports.git_commit()["dirty"] is False
+    (repo / "reports" / "01.json").write_text('{"a": 1}')     # a report written by this run
+    assert reports.git_commit()["dirty"] is False
+    (repo / "tvolib" / "m.py").write_text("x = 2\n")          # code that is not the commit's
+    state = reports.git_commit()
+    assert state["dirty"] is True and state["dirty_files"] == ["tvolib/m.py"]

@@ -167,8 +167,10 @@ def git_commit() -> dict:
                                   timeout=10).stdout.strip()
         except Exception:
             return ""
-    return {"commit": run("rev-parse", "HEAD") or None,
-            "dirty": bool(run("status", "--porcelain", "--untracked-files=no"))}
+    # "dirty": tracked files other than the reports themselves differ from the commit. Executed
+    # notebooks written into reports/ by this very run must not mark the runs after them dirty.
+    files = run("diff", "--name-only", "HEAD", "--", ".", ":(exclude)reports").splitlines()
+    return {"commit": run("rev-parse", "HEAD") or None, "dirty": bool(files), "dirty_files": files[:20]}
 
 
 def package_versions() -> dict:
@@ -300,7 +302,11 @@ def run_notebook(nb: Path, out_dir: Path, params: dict, cwd: Path, kernel: str |
     check_no_secrets(params, nb.name)
     out_dir.mkdir(parents=True, exist_ok=True)
     if "figure_dir" in declared_parameters(nb) and "figure_dir" not in params:
-        params = {**params, "figure_dir": str(out_dir / "figures")}
+        figures = Path(out_dir).resolve() / "figures"
+        # relative to the kernel's working directory where it lies inside it: reports name no machine's paths
+        cwd_abs = Path(cwd).resolve()
+        params = {**params, "figure_dir": str(figures.relative_to(cwd_abs) if figures.is_relative_to(cwd_abs)
+                                              else figures)}
     executed = out_dir / nb.name
     t0 = time.time()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
