@@ -126,6 +126,8 @@ def test_plan_expands_datasets_settings_seeds_and_shows_identical_settings(tmp_p
     ("model: {openai_api_key: sk-1}\n", "looks like a secret"),
     ("model: {visual: none}\n", "decided by the setting"),
     ("recipe: {epochs: 1, lrr: 1}\n", r"unknown field\(s\) \['lrr'\]"),
+    ("comparisons: [[text-only, tvomner-wiki]]\n", "comparisons: 'tvomner-wiki' is not one of the settings"),
+    ("comparisons: [text-only]\n", r"comparisons: each entry is a pair \[a, b\]"),
 ])
 def test_bad_parameters_files_are_refused_before_anything_runs(tmp_path, extra, message):
     text = write_params(tmp_path / "p.yaml", ["text-only"]).read_text()
@@ -148,7 +150,9 @@ def test_unknown_setting_and_missing_file(tmp_path):
 @pytest.mark.slow
 def test_batch_runs_skips_reports_failures_and_writes_tables(tmp_path):
     fake_notebook(tmp_path / "nb.ipynb")
-    pf = write_params(tmp_path / "p.yaml", ["text-only", "tvomner+pgim", "tvomner-wiki.wo-VAE"])
+    pf = write_params(tmp_path / "p.yaml", ["text-only", "tvomner+pgim", "tvomner-wiki.wo-VAE"],
+                      extra="comparisons: [[text-only, tvomner+pgim], [tvomner+pgim, text-only], "
+                            "[text-only, tvomner-wiki.wo-VAE]]\n")
     r = cli(tmp_path, pf, "--jobs", "2")
     assert r.returncode == 1, r.stdout + r.stderr
     out = r.stdout
@@ -175,6 +179,14 @@ def test_batch_runs_skips_reports_failures_and_writes_tables(tmp_path):
     assert rows["tvomner+pgim"]["shuffle"]["ci95"][0] < -0.55 < rows["tvomner+pgim"]["shuffle"]["ci95"][1]
     assert "| tvomner+pgim | 1,2 |" in md and "| 0.915 | -0.55 [" in md and "| — | — |" in md
     assert "| tvomner-wiki.wo-VAE | not run yet |" in md
+    # the extra pairs: b − a per seed with both intervals, and which side (if any) is higher
+    pairs = {(q["a"], q["b"]): q for q in table["pairs"]}
+    fwd, back = pairs[("text-only", "tvomner+pgim")], pairs[("tvomner+pgim", "text-only")]
+    assert fwd["per_seed"] == [-x for x in d["per_seed"]] and fwd["seeds"] == [1, 2]
+    assert fwd["b_beats_a"] and not fwd["a_beats_b"] and back["a_beats_b"] and not back["b_beats_a"]
+    assert back["tweet_ci95"][1] < 0 and back["seed_ci95"][1] < 0
+    assert "| text-only | tvomner+pgim | 1,2 |" in md and md.count("| `tvomner+pgim` higher |") == 2
+    assert "| text-only | tvomner-wiki.wo-VAE | no seed run by both yet |" in md
     assert "partial notebook" in out and str(tmp_path / "runs" / "t" / "sample" / "tvomner-wiki.wo-VAE-s1") in out
     # with one seed left, the interval over seeds is undefined and said so
     import shutil
@@ -183,6 +195,7 @@ def test_batch_runs_skips_reports_failures_and_writes_tables(tmp_path):
     experiments.write_tables(tmp_path / "reports" / "t")
     md = (tmp_path / "reports" / "t" / "table2.md").read_text()
     assert "undefined (1 seed)" in md and "| tvomner+pgim | 1 |" in md and "| reference |" in md
+    assert md.count("| not shown |") == 2          # one seed: no interval over seeds, so no verdict
     # another recipe under the same name: run folders and committed artifacts hold other
     # parameters; refused, never overwritten
     shutil.rmtree(tmp_path / "runs" / "t" / "sample" / "text-only-s1")

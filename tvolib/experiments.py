@@ -14,6 +14,8 @@ A parameters file (YAML) has these keys (every other key is an error):
 ``datasets``    ``{name: {DataConfig fields}}``; ``{}`` is the embedded sample
 ``settings``    names of ``tvolib.settings`` (``text-only``, ``tvomner+pgim``, ``tvomner+pgim.wo-VAE``...)
 ``reference``   the setting the ΔF1 columns compare with (default: the first TVOMNER setting)
+``comparisons`` more pairs ``[a, b]`` of settings, each shown as ΔF1 = b − a per seed with both
+                intervals (e.g. ``[text-only, tvomner-wiki]``: does the paper's pipeline beat the tweet alone?)
 ``seeds``       list of seeds
 ``recipe``      TrainConfig fields, plus ``max_length`` / ``max_train_samples`` / ``max_eval_samples``
 ``model``       other ModelConfig fields (``text_encoder``, sizes, ``gate_init``)
@@ -50,8 +52,8 @@ from .reports import REPO, check_no_secrets, load_params_file
 
 NOTEBOOK = REPO / "notebooks" / "07_run.ipynb"
 REPORTS = REPO / "reports" / "experiments"
-PARAM_KEYS = {"name", "runs_dir", "cache_dir", "datasets", "settings", "reference", "seeds", "recipe", "model",
-              "threads"}
+PARAM_KEYS = {"name", "runs_dir", "cache_dir", "datasets", "settings", "reference", "comparisons", "seeds",
+              "recipe", "model", "threads"}
 ARTIFACTS = ("metrics.json", "test_predictions.conll.gz", "provenance.json")
 
 
@@ -121,6 +123,13 @@ def plan(path: str | Path, runs_dir: str | None = None, reports_dir: Path = REPO
     reference = cfg.get("reference") or next((s for s in settings if s != "text-only"), settings[0])
     if reference not in settings:
         raise SystemExit(f"{path}: reference {reference!r} is not one of the settings")
+    comparisons = cfg.get("comparisons") or []
+    for pair in comparisons:
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+            raise SystemExit(f"{path}: comparisons: each entry is a pair [a, b] of settings, got {pair!r}")
+        for x in pair:
+            if x not in settings:
+                raise SystemExit(f"{path}: comparisons: {x!r} is not one of the settings")
     root = Path(runs_dir or cfg.get("runs_dir") or "runs") / name
     cache_dir = str(cfg.get("cache_dir") or "cache")
     threads = int(cfg.get("threads") or 1)
@@ -135,6 +144,7 @@ def plan(path: str | Path, runs_dir: str | None = None, reports_dir: Path = REPO
         manifests[ds_name] = {
             "experiment": name, "dataset": ds_name, "params_file": str(path), "settings": settings,
             "reference": same.get(reference, reference), "seeds": seeds, "recipe": recipe, "model": model,
+            "comparisons": [[same.get(a, a), same.get(b, b)] for a, b in comparisons],
             "data": spec, "facts": facts.__dict__, "facts_text": facts.describe(),
             "identical": {s: {"as": rep, "why": why_identical(s, rep, facts)} for s, rep in same.items()},
             "summaries": {s: get_setting(s).summary for s in settings}}
@@ -520,11 +530,28 @@ def paired_delta(a: dict[int, dict], b: dict[int, dict], seeds: list[int], where
     return boot, over
 
 
+def _mirror(ci):
+    return None if ci is None else [-ci[1], -ci[0]]
+
+
+def delta_record(boot: dict, over: dict) -> dict:
+    """ΔF1 = b − a from :func:`paired_delta`'s two results: per seed, mean, both intervals and which
+    side, if either, is shown higher (both intervals on one side of zero)."""
+    from .evaluate import beats
+    return {"per_seed": over["per_seed"], "mean": over["mean"], "seed_ci95": over["ci95"],
+            "tweet_ci95": boot["ci95"], "b_beats_a": beats(boot, over),
+            "a_beats_b": beats({"ci95": _mirror(boot["ci95"])}, {"ci95": _mirror(over["ci95"])})}
+
+
+def _verdict(d: dict, a: str, b: str) -> str:
+    return f"`{b}` higher" if d["b_beats_a"] else f"`{a}` higher" if d["a_beats_b"] else "not shown"
+
+
 def compare_experiments(a: Path, b: Path) -> dict:
     """Each (dataset, setting) finished in both experiments ``a`` and ``b`` (folders under
     ``reports/experiments``), paired by seed: ΔF1 = b − a per seed, the t-interval over seeds and the
     paired tweet bootstrap, and what differs between the two recipes (e.g. the precision)."""
-    from .evaluate import beats, paired_bootstrap_seeds, read_predictions, seed_interval
+    from .evaluate import read_predictions
     rows = []
     diff = {}
     for fa in sorted(p for p in a.glob("*") if (p / "manifest.json").exists()):
@@ -549,11 +576,7 @@ def compare_experiments(a: Path, b: Path) -> dict:
             boot, over = paired_delta(runs_a[setting], runs_b[setting], seeds, f"{fa.name} {setting}",
                                       read_predictions)
             rows.append({"dataset": fa.name, "setting": setting, "seeds": seeds, "f1_a": fa_, "f1_b": fb_,
-                         "per_seed": over["per_seed"], "mean": over["mean"], "seed_ci95": over["ci95"],
-                         "tweet_ci95": boot["ci95"], "b_beats_a": beats(boot, over),
-                         "a_beats_b": beats({"ci95": [-boot["ci95"][1], -boot["ci95"][0]]},
-                                            {"ci95": None if over["ci95"] is None else
-                                             [-over["ci95"][1], -over["ci95"][0]]})})
+                         **delta_record(boot, over)})
     return {"a": a.name, "b": b.name, "differs": diff, "rows": rows}
 
 
@@ -566,8 +589,7 @@ def compare_markdown(c: dict) -> str:
              f"| dataset | setting | seeds | F1 `{c['a']}` | F1 `{c['b']}` | ΔF1 per seed | mean ΔF1 | over seeds "
              "| over tweets | differ? |", "|---|---|---|---|---|---|---:|---|---|---|"]
     for r in c["rows"]:
-        verdict = (f"`{c['b']}` higher" if r["b_beats_a"] else f"`{c['a']}` higher" if r["a_beats_b"]
-                   else "not shown")
+        verdict = _verdict(r, c["a"], c["b"])
         lines.append(f"| {r['dataset']} | {r['setting']} | {','.join(map(str, r['seeds']))} | "
                      f"{_fmt_mean_sd(r['f1_a'])} | {_fmt_mean_sd(r['f1_b'])} | "
                      f"{', '.join(f'{x:+.2f}' for x in r['per_seed'])} | {r['mean']:+.2f} | "
@@ -617,8 +639,18 @@ def dataset_table(folder: Path) -> dict:
                                                   "p_not_better": boot["p_b_not_better"],
                                                   "beats_reference": beats(boot, over)})
         rows.append(row)
+    pairs = []
+    for a, b in man.get("comparisons", []):
+        shared = sorted(set(runs.get(a, {})) & set(runs.get(b, {})))
+        pair = {"a": a, "b": b, "seeds": shared}
+        if a != b and shared:
+            boot, over = paired_delta(runs[a], runs[b], shared, f"{folder}: {b} and {a}", lambda f: pred(f.parent))
+            pair.update(f1_a=[round(runs[a][sd]["metrics"]["test"]["F1"], 2) for sd in shared],
+                        f1_b=[round(runs[b][sd]["metrics"]["test"]["F1"], 2) for sd in shared],
+                        **delta_record(boot, over))
+        pairs.append(pair)
     return {"dataset": man["dataset"], "reference": ref, "recipe": man["recipe"], "model": man["model"],
-            "facts": man["facts_text"], "params_file": man["params_file"], "rows": rows}
+            "facts": man["facts_text"], "params_file": man["params_file"], "rows": rows, "pairs": pairs}
 
 
 def _ci(ci) -> str:
@@ -655,6 +687,20 @@ def table_markdown(t: dict) -> str:
         lines.append(f"| {r['setting']} | {','.join(map(str, r['seeds']))} | {_fmt_mean_sd(r['Pre.'])} | "
                      f"{_fmt_mean_sd(r['Rec.'])} | {_fmt_mean_sd(r['F1'])} | " + " | ".join(dcells)
                      + f" | {gate} | {shuf} |")
+    if t.get("pairs"):
+        lines += ["", "Pairs: ΔF1 = b − a on the seeds both ran, with the same two intervals; a side is "
+                  "\"higher\" only when both lie on that side of zero.", "",
+                  "| a | b | seeds | F1 a | F1 b | ΔF1 per seed | mean ΔF1 | over seeds | over tweets | verdict |",
+                  "|---|---|---|---:|---:|---|---:|---|---|---|"]
+        for q in t["pairs"]:
+            if "per_seed" not in q:
+                why = "the same setting on this dataset" if q["a"] == q["b"] else "no seed run by both yet"
+                lines.append(f"| {q['a']} | {q['b']} | {why} | | | | | | | |")
+                continue
+            lines.append(f"| {q['a']} | {q['b']} | {','.join(map(str, q['seeds']))} | {_fmt_mean_sd(q['f1_a'])} | "
+                         f"{_fmt_mean_sd(q['f1_b'])} | {', '.join(f'{x:+.2f}' for x in q['per_seed'])} | "
+                         f"{q['mean']:+.2f} | {_ci(q['seed_ci95'])} | {_ci(q['tweet_ci95'])} | "
+                         f"{_verdict(q, q['a'], q['b'])} |")
     lines += ["", "Settings: " + "; ".join(f"`{r['setting']}`: {r['what']}" for r in t["rows"] if r["what"])]
     return "\n".join(lines)
 
