@@ -119,6 +119,13 @@ def case_text(page) -> str:
     return page.locator(".tvomner-case-view").first.inner_text().strip()
 
 
+def case_id(text: str) -> str:
+    """The tweet id of a case view: the word before "gold:" (the view starts with the image, or
+    with "missing" where a tweet's image is absent)."""
+    m = re.search(r"(\S+)\s+gold:", text)
+    return m.group(1) if m else ""
+
+
 def no_errors_shown(page, where: str) -> None:
     body = page.locator("body").inner_text()
     shown = [e for e in WIDGET_ERRORS if e in body]
@@ -195,8 +202,9 @@ def lab_check(browser, tmp: Path, run_timeout: float) -> None:
         select = page.locator(".tvomner-case-pick select").first
         options = select.locator("option")
         check(options.count() >= 2, f"the tweet picker lists {options.count()} tweets (at least 2)")
-        check(select.evaluate("s => s.selectedIndex") == 0 and first.split()[0] in options.nth(0).inner_text(),
-              f"the widget opens on the first case ({first.split()[0]})")
+        check(select.evaluate("s => s.selectedIndex") == 0 and case_id(first) != ""
+              and case_id(first) in options.nth(0).inner_text(),
+              f"the widget opens on the first case ({case_id(first)})")
         label = page.locator(".tvomner-case-only").first
         check(label.evaluate("e => e.scrollWidth <= e.clientWidth + 1"), "the filter's label is not cut")
         select.select_option(index=1)
@@ -204,8 +212,8 @@ def lab_check(browser, tmp: Path, run_timeout: float) -> None:
                                " return v && v.innerText.trim() !== old && v.innerText.includes('gold:'); }",
                                arg=first, timeout=30_000)
         second = case_text(page)
-        check(second != first and second.split()[0] in options.nth(1).inner_text(),
-              f"selecting another tweet changes the view ({first.split()[0]} -> {second.split()[0]})")
+        check(second != first and case_id(second) != "" and case_id(second) in options.nth(1).inner_text(),
+              f"selecting another tweet changes the view ({case_id(first)} -> {case_id(second)})")
         # a typed tweet, tagged by both models
         page.locator(".tvomner-typed-text input").first.fill(TYPED)
         page.locator(".tvomner-typed-go").first.click()
@@ -258,7 +266,7 @@ def html_check(browser, tmp: Path, executed: Path | None, run_timeout: float) ->
     page.wait_for_selector(".tvomner-case-view", timeout=60_000)
     page.locator(".tvomner-case-view").first.scroll_into_view_if_needed()
     first = case_text(page)
-    check("gold:" in first, f"the HTML copy shows the saved widget offline, opened on a case ({first.split()[0] if first else ''})")
+    check("gold:" in first, f"the HTML copy shows the saved widget offline, opened on a case ({case_id(first)})")
     no_errors_shown(page, "HTML copy")
     page.screenshot(path=str(SHOT_HTML))
     log(f"screenshot {SHOT_HTML.relative_to(REPO)}")
