@@ -173,16 +173,10 @@ def test_shipped_params_files_only_set_declared_parameters(name):
 
 def test_figure_dir_is_given_relative_to_the_kernels_directory(tmp_path):
     # the executed copy and its record must not carry this machine's absolute paths
-    nb = tmp_path / "01_fig.ipynb"
-    make_nb(nb, ["open('seen.txt', 'w').write(str(figure_dir))"], params="figure_dir = None")
-    rec = reports.run_notebook(nb, tmp_path / "out", {}, cwd=tmp_path, html=False, every=None)
-    assert rec["status"] == "ok", rec["error"]
-    assert (tmp_path / "seen.txt").read_text() == "out/figures"
-    assert rec["parameters"]["figure_dir"] == "out/figures"
+    assert reports.default_figure_dir(tmp_path / "out", tmp_path) == "out/figures"
+    assert reports.default_figure_dir(tmp_path / "a" / ".." / "out", tmp_path) == "out/figures"
     elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    reports.run_notebook(nb, tmp_path / "out2", {}, cwd=elsewhere, html=False, every=None)
-    assert (elsewhere / "seen.txt").read_text() == str((tmp_path / "out2" / "figures").resolve())
+    assert reports.default_figure_dir(tmp_path / "out", elsewhere) == str((tmp_path / "out" / "figures").resolve())
 
 
 def test_git_state_ignores_the_reports_folder_but_not_the_code(tmp_path, monkeypatch):

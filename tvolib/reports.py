@@ -292,6 +292,13 @@ class LiveLine:
         return False
 
 
+def default_figure_dir(out_dir: Path, cwd: Path) -> str:
+    """``<out_dir>/figures``, relative to the kernel's working directory where it lies inside it, so
+    that reports name no machine's absolute paths."""
+    figures, cwd_abs = Path(out_dir).resolve() / "figures", Path(cwd).resolve()
+    return str(figures.relative_to(cwd_abs) if figures.is_relative_to(cwd_abs) else figures)
+
+
 def run_notebook(nb: Path, out_dir: Path, params: dict, cwd: Path, kernel: str | None = None,
                  timeout: int | None = None, html: bool = True, every: float | None = 30) -> dict:
     """Execute ``nb`` into ``out_dir`` and write its report record ``out_dir/<stem>.json``. A
@@ -302,11 +309,7 @@ def run_notebook(nb: Path, out_dir: Path, params: dict, cwd: Path, kernel: str |
     check_no_secrets(params, nb.name)
     out_dir.mkdir(parents=True, exist_ok=True)
     if "figure_dir" in declared_parameters(nb) and "figure_dir" not in params:
-        figures = Path(out_dir).resolve() / "figures"
-        # relative to the kernel's working directory where it lies inside it: reports name no machine's paths
-        cwd_abs = Path(cwd).resolve()
-        params = {**params, "figure_dir": str(figures.relative_to(cwd_abs) if figures.is_relative_to(cwd_abs)
-                                              else figures)}
+        params = {**params, "figure_dir": default_figure_dir(out_dir, cwd)}
     executed = out_dir / nb.name
     t0 = time.time()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
