@@ -379,3 +379,15 @@ def test_a_run_finished_by_another_batch_meanwhile_is_not_started(tmp_path, monk
                for l in lines), lines
     prov = json.loads((tmp_path / "reports" / "b" / "sample" / "tvomner+pgim-s1" / "provenance.json").read_text())
     assert prov["reused_from"] == str(tmp_path / "reports" / "a" / "sample" / "tvomner+pgim-s1")
+
+
+def test_delta_f1_plot_says_when_a_setting_has_no_interval_over_seeds():
+    def row(name, per_seed, ci):
+        return {"setting": name, "delta": {"mean": sum(per_seed) / len(per_seed), "per_seed": per_seed, "seed_ci95": ci}}
+    one_seed = {"dataset": "d", "reference": "ref", "rows": [row("a", [-1.6], None)]}
+    mixed = {"dataset": "d", "reference": "ref", "rows": [row("a", [-1.0, -2.0, -1.5], [-2.7, -0.3]), row("b", [0.5], None)]}
+    title = lambda t: experiments.plot_delta_f1([t]).axes[0].get_title()
+    assert "no interval over seeds" in title(one_seed) and "t-interval" not in title(one_seed)
+    assert "t-interval over seeds" in title(mixed) and "1 with one seed" in title(mixed)
+    ax = experiments.plot_delta_f1([mixed]).axes[0]
+    assert [round(b.get_height(), 2) for b in ax.patches] == [-1.5, 0.5]

@@ -719,6 +719,15 @@ def write_tables(exp_dir: Path) -> dict:
     return out
 
 
+def _plot_caption(rows: list[dict]) -> str:
+    """What the bars and error bars of ``plot_delta_f1`` show, honest about settings with one seed."""
+    with_ci = sum(1 for r in rows if r["delta"]["seed_ci95"])
+    if with_ci == 0:
+        return "one seed per setting: bars = ΔF1, no interval over seeds"
+    note = "" if with_ci == len(rows) else f" ({len(rows) - with_ci} with one seed: no interval)"
+    return f"mean over seeds, 95 % t-interval over seeds{note}, dots = seeds"
+
+
 def plot_delta_f1(tables: list[dict]):
     """ΔF1 against the reference per setting and dataset: bars = mean over seeds, error bars = the
     t-interval over seeds (none with one seed), dots = the seeds. Returns the figure."""
@@ -738,7 +747,7 @@ def plot_delta_f1(tables: list[dict]):
         ax.axhline(0, color="k", lw=0.8)
         ax.set_xticks(xs, [r["setting"] for r in rows], rotation=30, ha="right", fontsize=8)
         ax.set_ylabel(f"ΔF1 vs {t['reference']}")
-        ax.set_title(f"{t['dataset']}: mean over seeds, 95 % t-interval, dots = seeds", fontsize=9)
+        ax.set_title(f"{t['dataset']}: {_plot_caption(rows)}", fontsize=9)
     fig.tight_layout()
     return fig
 
