@@ -72,7 +72,7 @@ def main(argv=None):
             kc = retrieve(view, dc.dataset_cache / "knowledge.jsonl", cache, src, filt=filt, progress=False)
             per = {}
             for s in a.coverage_splits:
-                items = [it for t in ds[s] for it in kc[f"{src.name}|{t.id}"]["items"]]
+                items = [it for t in ds[s] for it in kc[t.id]["items"]]
                 hit = sum(1 for it in items if it["knowledge"])
                 per[s] = {"candidates": len(items), "with_knowledge": hit,
                           "coverage": round(100 * hit / len(items), 2) if items else 0.0}

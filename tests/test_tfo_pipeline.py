@@ -95,3 +95,31 @@ def test_default_sources(setup, tmp_path, monkeypatch):
     own = DataConfig(data_dir=str(tmp_path), dataset="own", cache_dir=str(tmp_path / "c"), kb=str(kb_in))
     src = P.knowledge_source("local", own)
     assert src.lookup("zed", 1)[0].title == "Zed"
+
+
+def test_two_tweet_files_keep_their_own_records_and_an_edited_file_is_recomputed(setup, tmp_path, monkeypatch):
+    """PGIM's texts with and without type labels are two sources of one kind: switching between them
+    must not recompute either, and a file edited in place must not be served from the cache."""
+    ds, dc, filt = setup
+    from tvolib.sample import SAMPLE_DIR
+    typed = tmp_path / "typed.jsonl"
+    typed.write_text((SAMPLE_DIR / "llm_knowledge.jsonl").read_text())
+    untyped = tmp_path / "untyped.jsonl"
+    untyped.write_text("".join(json.dumps({**r, "aux": r["aux"].upper()}) + "\n" for r in
+                               map(json.loads, typed.read_text().splitlines())))
+    run = lambda f: P.augmentations(ds, dc, ModelConfig(knowledge_source="tweet_files"),
+                                    source=TweetFileSource(f), relevance_filter=filt, log=None)
+    a, b = run(typed), run(untyped)
+    assert P.coverage(a)["with_knowledge"] > 0 and a != b
+    looked = []
+    real = TweetFileSource.lookup
+    monkeypatch.setattr(TweetFileSource, "lookup", lambda self, *x, **k: looked.append(1) or real(self, *x, **k))
+    assert run(typed) == a and run(untyped) == b and not looked          # both served from the cache
+    recs = [json.loads(l) for l in (dc.dataset_cache / "knowledge.jsonl").read_text().splitlines()]
+    assert len(recs) == 2 * len(ds.all())
+    # the typed file edited in place: its knowledge is recomputed from the new text
+    typed.write_text("".join(json.dumps({**r, "aux": r["aux"].replace(" is ", " WAS ")}) + "\n" for r in
+                             map(json.loads, typed.read_text().splitlines())))
+    edited = run(typed)
+    assert looked and edited != a
+    assert any(" WAS " in kn for v in edited.values() for _, kn in v)

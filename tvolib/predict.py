@@ -221,7 +221,7 @@ class Predictor:
             kc = retrieve(ds, self.cache_root / "knowledge.jsonl", cands, source)
         finally:
             source.close()
-        return {t.id: [(it["candidate"], it["knowledge"]) for it in kc[f"{source.name}|{t.id}"]["items"]]
+        return {t.id: [(it["candidate"], it["knowledge"]) for it in kc[t.id]["items"]]
                 for t in tweets}
 
     def _knowledge_source(self, tweets: list[Tweet], side: dict):

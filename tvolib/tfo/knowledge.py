@@ -27,6 +27,7 @@ import argparse
 import bz2
 import csv
 import gzip
+import hashlib
 import json
 import os
 import re
@@ -379,10 +380,12 @@ class TweetFileSource(KnowledgeSource):
             raise ValueError("TweetFileSource needs at least one JSONL file")
         self.paths = [Path(p) for p in paths]
         self.aux: dict[str, str] = {}
+        digest = hashlib.sha256()
         for p in self.paths:
             if not p.exists():
                 raise ResourceMissing(f"per-tweet knowledge file {p} not found (JSONL with split, imgid, aux "
                                       f"per line, e.g. ../shared/data/llm_knowledge/pgim_twitter2017.jsonl)")
+            digest.update(p.read_bytes())
             with open(p, encoding="utf-8") as f:
                 for i, line in enumerate(f, 1):
                     if not line.strip():
@@ -395,6 +398,9 @@ class TweetFileSource(KnowledgeSource):
                     if not isinstance(aux, str):
                         raise InputFormatError(p, i, "'aux' must be a string")
                     self.aux[imgid] = aux
+
+        # the files' content, so that knowledge cached from an edited file is not served again
+        self.fingerprint = digest.hexdigest()[:12]
 
     def __contains__(self, tweet_id) -> bool:
         return str(tweet_id) in self.aux

@@ -5,10 +5,13 @@ two caches under ``data_cfg.dataset_cache``:
 
 * ``candidates.jsonl`` — one record per tweet (``tvolib.tfo.candidates.make_candidates``); the
   candidate tagger is trained only when tweets are missing.
-* ``knowledge.jsonl`` — one record per (source, tweet), key ``"<source>|<IMGID>"``: for every
-  candidate the query, the retrieved passages (title, source, score, match) and the kept sentences
-  with their relevance scores, plus the filter settings' hash. A record is reused only when its
-  candidates and settings match; otherwise it is recomputed and appended (the last record wins).
+* ``knowledge.jsonl`` — one record per (source, settings, tweet), key
+  ``"<source>|<settings>|<IMGID>"``: for every candidate the query, the retrieved passages (title,
+  source, score, match) and the kept sentences with their relevance scores. ``settings`` hashes the
+  filter settings, k and the source's identity (for per-tweet files, their content), so two sources
+  of one kind (e.g. PGIM's texts with and without type labels) keep their own records side by side.
+  A record is reused only when its candidates match; otherwise it is recomputed and appended (the
+  last record of a key wins).
 
 Knowledge sources (``model_cfg.knowledge_source``), see ``knowledge_source()``:
 
@@ -104,27 +107,32 @@ def _source_id(src: KnowledgeSource) -> str:
     if isinstance(src, LocalKB):
         return f"local:{src.meta.get('built_at')}:{src.meta.get('n_docs')}"
     if isinstance(src, TweetFileSource):
-        return f"tweet_files:{','.join(p.name for p in src.paths)}"
+        return f"tweet_files:{','.join(p.name for p in src.paths)}@{src.fingerprint}"
     if isinstance(src, WikipediaSource):
         return f"wikipedia:{src.cfg.api_url}"
     return src.name
 
 
 def retrieve(ds, cache_path: str | Path, candidates, source: KnowledgeSource, filt_cfg: RelevanceConfig | None = None,
-             k: int = 3, progress: bool = False, filt: RelevanceFilter | None = None) -> JsonlCache:
-    """Fill ``knowledge.jsonl``: passages and kept sentences for every candidate of every tweet."""
+             k: int = 3, progress: bool = False, filt: RelevanceFilter | None = None) -> dict[str, dict]:
+    """Fill ``knowledge.jsonl`` (passages and kept sentences for every candidate of every tweet) and
+    return each tweet's record: ``{tweet id: record}``."""
     filt_cfg = filt.cfg if filt is not None else (filt_cfg or RelevanceConfig())
     cache = JsonlCache(cache_path, key="key")
     settings = stable_hash(filt_cfg.hash(), k, _source_id(source))
     tweets = ds.all()
-    todo = []
+    out, todo = {}, []
     for t in tweets:
-        rec = cache.get(f"{source.name}|{t.id}")
-        cands = candidates[t.id]["candidates"]
-        if rec is None or rec.get("settings") != settings or rec.get("candidates") != cands:
+        rec = cache.get(f"{source.name}|{settings}|{t.id}")
+        if rec is None:         # a record written before the key carried the settings
+            rec = cache.get(f"{source.name}|{t.id}")
+            rec = rec if rec is not None and rec.get("settings") == settings else None
+        if rec is None or rec.get("candidates") != candidates[t.id]["candidates"]:
             todo.append(t)
+        else:
+            out[t.id] = rec
     if not todo:
-        return cache
+        return out
     filt = filt or RelevanceFilter(cfg=filt_cfg)
     it = todo
     if progress:
@@ -143,11 +151,13 @@ def retrieve(ds, cache_path: str | Path, candidates, source: KnowledgeSource, fi
                               "passages": [{"title": p.title, "source": p.source, "score": p.score,
                                             "match": p.match} for p in ps],
                               "kept": kept, "knowledge": " ".join(s["text"] for s in kept)})
-        cache.append({"key": f"{source.name}|{t.id}", "id": t.id, "split": t.split, "source": source.name,
-                      "source_id": _source_id(source), "candidates": cands, "items": items,
-                      "settings": settings, "filter": {"threshold": filt_cfg.threshold, "budget": filt_cfg.budget,
-                                                       "encoder": filt_cfg.encoder, "k": k}})
-    return cache
+        rec = {"key": f"{source.name}|{settings}|{t.id}", "id": t.id, "split": t.split, "source": source.name,
+               "source_id": _source_id(source), "candidates": cands, "items": items,
+               "settings": settings, "filter": {"threshold": filt_cfg.threshold, "budget": filt_cfg.budget,
+                                                "encoder": filt_cfg.encoder, "k": k}}
+        cache.append(rec)
+        out[t.id] = rec
+    return out
 
 
 def augmentations(ds, data_cfg, model_cfg, progress: bool = False, tagger_cfg: TaggerConfig | None = None,
@@ -177,8 +187,7 @@ def augmentations(ds, data_cfg, model_cfg, progress: bool = False, tagger_cfg: T
             source.close()
     out = {}
     for t in tweets:
-        rec = kc[f"{source.name}|{t.id}"]
-        out[t.id] = [(it["candidate"], it["knowledge"]) for it in rec["items"]]
+        out[t.id] = [(it["candidate"], it["knowledge"]) for it in kc[t.id]["items"]]
     return out
 
 
