@@ -341,6 +341,36 @@ def test_a_run_finished_for_another_experiment_is_reused_not_rerun(tmp_path):
                                             / "provenance.json").read_text())
 
 
+@pytest.mark.slow
+def test_a_run_in_progress_elsewhere_is_left_alone_even_after_its_batch_is_killed(tmp_path):
+    """The same command started twice (or again while an orphaned run goes on) must not run one
+    run twice in one folder: the run's lock is held by its batch and by the run's own process."""
+    nb = fake_notebook(tmp_path / "nb.ipynb")
+    nbj = nbformat.read(str(nb), as_version=4)
+    nbj.cells[0].source = nbj.cells[0].source.replace("epoch_seconds = 0.0", "epoch_seconds = 3.0")
+    nbformat.write(nbj, str(nb))
+    pf = write_params(tmp_path / "p.yaml", ["tvomner+pgim"], seeds=(1,), epochs=3)
+    first = cli(tmp_path, pf, "--jobs", "1", popen=True)
+    run = tmp_path / "runs" / "t" / "sample" / "tvomner+pgim-s1"
+    deadline = time.time() + 120
+    while not (run / "last.json").exists() and time.time() < deadline:
+        time.sleep(0.3)
+    assert (run / "last.json").exists(), "the run never finished an epoch"
+    second = cli(tmp_path, pf, "--jobs", "1")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "running in another process" in second.stdout and "[experiments] start" not in second.stdout
+    os.kill(first.pid, signal.SIGKILL)              # the batch alone: its run goes on, orphaned
+    first.communicate()
+    third = cli(tmp_path, pf, "--jobs", "1")
+    assert "running in another process" in third.stdout and "[experiments] start" not in third.stdout
+    art = tmp_path / "reports" / "t" / "sample" / "tvomner+pgim-s1"
+    while not (art / "provenance.json").exists() and time.time() < deadline:
+        time.sleep(0.3)
+    assert json.loads((run / "calls.json").read_text()) == [0]       # started once, never twice
+    again = cli(tmp_path, pf, "--jobs", "1")
+    assert "1 runs, 1 finished before (skipped), 0 to run" in again.stdout, again.stdout
+
+
 def test_a_run_finished_by_another_batch_meanwhile_is_not_started(tmp_path, monkeypatch):
     """Classified when its turn comes, not only when the batch starts: a run that another
     experiment finished in the meantime is copied instead of run twice."""

@@ -74,6 +74,7 @@ class Run:
     error: str = ""
     proc: subprocess.Popen | None = None
     log_file: object = None                 # the child's stdout/stderr (run.log)
+    lock: object = None                     # the open run.lock while this batch runs it
     started: float = 0.0
 
     @property
@@ -400,7 +401,12 @@ def execute(p: Plan, jobs: int = 1, every: float = 30, notebook: Path = NOTEBOOK
                 if r.state != "todo":
                     log(f"[experiments] {r.label}: {r.error or 'finished meanwhile'}, not run")
                     continue
-                start(r, notebook, every)
+                try:
+                    start(r, notebook, every)
+                except RunBusy as e:
+                    r.state, r.error = "skip", str(e)
+                    log(f"[experiments] {r.label}: {e}")
+                    continue
                 running.append(r)
                 log(f"[experiments] start {r.label} -> {r.run_dir} (log: {r.run_dir / 'run.log'})")
             time.sleep(0.5)
@@ -410,6 +416,8 @@ def execute(p: Plan, jobs: int = 1, every: float = 30, notebook: Path = NOTEBOOK
                     continue
                 running.remove(r)
                 r.log_file.close()
+                if r.lock:
+                    r.lock.close()
                 if code == 0:
                     r.state = "done"
                     m = json.loads((r.artifacts / "metrics.json").read_text())
@@ -445,8 +453,30 @@ def _tables(exp_dir: Path, log) -> None:
         log(f"[experiments] tables not written: {type(e).__name__}: {e}")
 
 
+class RunBusy(Exception):
+    """The run's folder is locked: another batch (or its orphaned child) is running it."""
+
+
+def _lock(run_dir: Path):
+    """Take ``run_dir/run.lock`` (an exclusive ``flock``) or raise ``RunBusy``. The child inherits
+    the descriptor, so the lock lasts while either the batch or the run's process lives."""
+    try:
+        import fcntl
+    except ImportError:                          # no flock (Windows): no protection against two batches
+        return None
+    f = open(run_dir / "run.lock", "a+")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise RunBusy(f"running in another process (lock {run_dir / 'run.lock'} is held), not run here") from None
+    return f
+
+
 def start(r: Run, notebook: Path, every: float) -> None:
+    """Start ``r``'s child process; ``RunBusy`` (touching nothing) if another process runs it."""
     r.run_dir.mkdir(parents=True, exist_ok=True)
+    r.lock = _lock(r.run_dir)
     (r.run_dir / "prepared.json").unlink(missing_ok=True)
     atomic_write_json(r.run_dir / "run_identity.json", r.identity)
     launch = r.run_dir / "launch.json"
@@ -457,7 +487,8 @@ def start(r: Run, notebook: Path, every: float) -> None:
            "MKL_NUM_THREADS": str(r.params["num_threads"]), "PYTHONUNBUFFERED": "1"}
     r.log_file = open(r.run_dir / "run.log", "ab")
     r.proc = subprocess.Popen([sys.executable, "-m", "tvolib.experiments", "--run-one", str(launch)], cwd=REPO,
-                              stdout=r.log_file, stderr=subprocess.STDOUT, env=env)
+                              stdout=r.log_file, stderr=subprocess.STDOUT, env=env,
+                              pass_fds=(r.lock.fileno(),) if r.lock else ())
     r.started, r.state = time.time(), "running"
 
 
