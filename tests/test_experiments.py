@@ -418,6 +418,7 @@ def test_delta_f1_plot_says_when_a_setting_has_no_interval_over_seeds():
     mixed = {"dataset": "d", "reference": "ref", "rows": [row("a", [-1.0, -2.0, -1.5], [-2.7, -0.3]), row("b", [0.5], None)]}
     title = lambda t: experiments.plot_delta_f1([t]).axes[0].get_title()
     assert "no interval over seeds" in title(one_seed) and "t-interval" not in title(one_seed)
+    assert "one seed shared with the reference" in title(one_seed)   # ΔF1 pairs seeds; a row may have more
     assert "t-interval over seeds" in title(mixed) and "1 with one seed" in title(mixed)
     ax = experiments.plot_delta_f1([mixed]).axes[0]
     assert [round(b.get_height(), 2) for b in ax.patches] == [-1.5, 0.5]

@@ -754,8 +754,8 @@ def _plot_caption(rows: list[dict]) -> str:
     """What the bars and error bars of ``plot_delta_f1`` show, honest about settings with one seed."""
     with_ci = sum(1 for r in rows if r["delta"]["seed_ci95"])
     if with_ci == 0:
-        return "one seed per setting: bars = ΔF1, no interval over seeds"
-    note = "" if with_ci == len(rows) else f" ({len(rows) - with_ci} with one seed: no interval)"
+        return "one seed shared with the reference per setting: bars = ΔF1, no interval over seeds"
+    note = "" if with_ci == len(rows) else f" ({len(rows) - with_ci} with one seed shared: no interval)"
     return f"mean over seeds, 95 % t-interval over seeds{note}, dots = seeds"
 
 
