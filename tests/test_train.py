@@ -416,7 +416,15 @@ def test_fused_adamw_is_the_default_recorded_and_matches_torchs_default(tmp_path
         per_tweet = json.loads((tmp_path / impl / "probe_test.json").read_text())
         assert len(per_tweet["ids"]) == len(per_tweet["gate"]) == 10 and set(per_tweet["pred"]) >= {"shuffled"}
         runs[impl] = weights(tmp_path / impl / "last")
-    assert same_weights(runs["fused"], runs["torch-default"], atol=1e-5)   # the same update, another kernel
+    # the same update, another kernel. The key third of Eq. 1's qkv bias is left out: softmax ignores a
+    # shift shared by every key, so that bias's gradient is rounding noise, which Adam scales up to
+    # steps of size lr whose sign either kernel's rounding may flip.
+    fused, default = runs["fused"], runs["torch-default"]
+    for w in (fused, default):
+        bias = w["text.attn.qkv.bias"]
+        d = bias.numel() // 3
+        w["text.attn.qkv.bias"] = torch.cat([bias[:d], bias[2 * d:]])
+    assert same_weights(fused, default, atol=1e-5)
     data, model, tr = cfgs(tmp_path, "bad", adamw="sgd")
     with pytest.raises(ValueError, match="TrainConfig.adamw"):
         train(data, model, tr, encoder_config=tiny_encoder_config())
