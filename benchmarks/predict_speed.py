@@ -94,7 +94,7 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             p.predict(tweets, image_dir=image_dir, captions=captions, batch_size=args.batch_size)
             rates.append(len(tweets) / (time.perf_counter() - t0))
-        from tvolib.resources import resolve_text_encoder
+        from tvolib.weights import resolve_text_encoder
         enc = Path(resolve_text_encoder(p.model_cfg.text_encoder))      # the pretrained encoder's own folder
         plain = plain_pipeline_rate(enc, [" ".join(t.tokens) for t in tweets], args.batch_size)
         rows.append({"model": name, "load_s": round(load, 2), "cold_tweets_per_s": round(rates[0], 2),

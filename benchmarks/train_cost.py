@@ -104,7 +104,7 @@ def build(variant: str, model_cfg, meta: dict):
     if variant == "full":
         return build_model(model_cfg, meta)
     from transformers import AutoModel
-    from tvolib.resources import resolve_text_encoder
+    from tvolib.weights import resolve_text_encoder
     import torch
 
     class Plain(nn.Module):

@@ -239,7 +239,7 @@ def test_word_baselines_and_char_cnn():
 def test_encoder_initialised_word_vectors_are_mean_of_pieces(tmp_path):
     from transformers import AutoModel, AutoTokenizer
     from tvolib.baselines import encoder_word_vectors
-    from tvolib.resources import resolve_text_encoder
+    from tvolib.weights import resolve_text_encoder
     tok = AutoTokenizer.from_pretrained(resolve_text_encoder("minilm"))
     torch.manual_seed(0)
     AutoModel.from_config(tiny_encoder_config(16)).save_pretrained(tmp_path)

@@ -149,12 +149,12 @@ def test_word_baseline_checkpoint_is_self_contained(tmp_path, monkeypatch):
     model = ModelConfig(arch="cnn_bilstm_crf", visual="none", use_candidates=False, lstm_hidden=8)
     res = train(data, model, TrainConfig(output_dir=str(tmp_path / "run"), epochs=1, batch_size=8,
                                          micro_batch_size=8, progress=False))
-    import tvolib.resources
-    from tvolib.resources import ResourceMissing
+    import tvolib.weights
+    from tvolib.weights import ResourceMissing
 
     def gone(name):
         raise ResourceMissing("no encoder here")
-    monkeypatch.setattr(tvolib.resources, "resolve_text_encoder", gone)
+    monkeypatch.setattr(tvolib.weights, "resolve_text_encoder", gone)
     out = predict(res["checkpoint"], ["Obama visits Paris"])
     assert len(out[0]["labels"]) == 3
 
@@ -372,7 +372,7 @@ def test_new_images_without_llm_phrases_go_on_without_objects_and_say_so_once(tm
     from test_train import fake_visual_features
     from tvolib.data import Tweet
     from tvolib.predict import Predictor
-    from tvolib.resources import ResourceMissing
+    from tvolib.weights import ResourceMissing
     from tvolib.train import train
     data = DataConfig(cache_dir=str(tmp_path / "cache"), max_length=64, max_train_samples=16, max_eval_samples=8)
     res = train(data, ModelConfig(num_heads=4, lstm_hidden=8, latent_dim=6, use_candidates=False),

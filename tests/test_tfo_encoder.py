@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from tvolib.resources import resolve_text_encoder
+from tvolib.weights import resolve_text_encoder
 from tvolib.tfo.encoder import SelfAttentionLN, TextEncoder, build_inputs
 
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tvolib.resources import ResourceMissing
+from tvolib.weights import ResourceMissing
 from tvolib.tfo.knowledge import (InputFormatError, LocalKB, Passage, TweetFileSource, build_kb, camel_split,
                                   clean_query, fts_terms, iter_records, main)
 

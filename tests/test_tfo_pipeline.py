@@ -85,7 +85,7 @@ def test_default_sources(setup, tmp_path, monkeypatch):
     real = DataConfig(data_dir=str(tmp_path), dataset="nowhere", cache_dir=str(tmp_path / "c"))
     monkeypatch.setenv("TVOMNER_KB_DIR", str(tmp_path / "empty"))
     monkeypatch.setenv("TVOMNER_LLM_KNOWLEDGE_DIR", str(tmp_path / "empty"))
-    from tvolib.resources import ResourceMissing
+    from tvolib.weights import ResourceMissing
     with pytest.raises(ResourceMissing, match="TVOMNER_KB_DIR"):
         P.knowledge_source("local", real)
     with pytest.raises(ResourceMissing, match="knowledge_file"):

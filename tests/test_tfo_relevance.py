@@ -31,7 +31,7 @@ class KeywordEncoder:
 
     def __init__(self):
         from transformers import AutoTokenizer
-        from tvolib.resources import resolve_text_encoder
+        from tvolib.weights import resolve_text_encoder
         self.tokenizer = AutoTokenizer.from_pretrained(resolve_text_encoder("minilm"))
         self.dim = len(self.KEYS) + 1
         self.calls = 0

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from tvolib.resources import ResourceMissing
+from tvolib.weights import ResourceMissing
 from tvolib.tfo.knowledge import WikipediaConfig, WikipediaSource
 
 PAGES = {

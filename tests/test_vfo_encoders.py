@@ -22,7 +22,7 @@ def tiny_vit():
 
 def tiny_sentence_encoder():
     from transformers import BertConfig
-    from tvolib.resources import resolve_text_encoder
+    from tvolib.weights import resolve_text_encoder
     from tvolib.tfo.relevance import SentenceEncoder
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(resolve_text_encoder("minilm"))
@@ -137,7 +137,7 @@ def test_interrupted_extraction_resumes_from_last_flush(tmp_path):
 
 def test_paper_vit_without_weights_fails_fast_and_auto_falls_back(monkeypatch):
     import time
-    from tvolib.resources import ResourceMissing
+    from tvolib.weights import ResourceMissing
     from tvolib.vfo import encoders as E
     monkeypatch.setattr(E, "timm_weights_cached", lambda name: False)
     t0 = time.perf_counter()

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from tvolib.cache import JsonlCache
-from tvolib.resources import ResourceMissing
+from tvolib.weights import ResourceMissing
 from tvolib.sample import SAMPLE_DIR
 from tvolib.vfo import grounding as G
 
@@ -21,7 +21,7 @@ def tiny_grounding_dino(folder):
     from transformers import (AutoTokenizer, BertConfig, GroundingDinoConfig,
                               GroundingDinoForObjectDetection, GroundingDinoImageProcessor,
                               GroundingDinoProcessor, SwinConfig)
-    from tvolib.resources import minilm_path
+    from tvolib.weights import minilm_path
     tok = AutoTokenizer.from_pretrained(str(minilm_path()))
     backbone = SwinConfig(image_size=64, patch_size=4, embed_dim=16, depths=[1, 1, 1, 1],
                           num_heads=[1, 1, 2, 2], window_size=4, out_indices=[2, 3, 4])

@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from tvolib.cache import JsonlCache
-from tvolib.resources import ResourceMissing
+from tvolib.weights import ResourceMissing
 from tvolib.vfo import llm
 from tvolib.vfo.llm import (ENTITY_OBJECT_PROMPT_HASH, LLMClient, LLMConfig, ParseError,
                             generate_captions, generate_phrases, parse_phrases)

@@ -10,7 +10,7 @@ import torch
 
 from tvolib.config import DataConfig, ModelConfig
 from tvolib.data import load_dataset
-from tvolib.resources import ResourceMissing
+from tvolib.weights import ResourceMissing
 from tvolib.vfo import pipeline as P
 from tvolib.vfo.fusion import VisualFeatureOptimizer
 

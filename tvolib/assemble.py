@@ -34,7 +34,7 @@ def build_model(model_cfg: ModelConfig, meta: dict, num_labels: int = len(LABELS
     vectors, dim = None, meta.get("word_dim", model_cfg.word_dim)
     if model_cfg.word_init == "encoder" and (pretrained or "word_dim" not in meta):
         from transformers import AutoConfig
-        from .resources import resolve_text_encoder
+        from .weights import resolve_text_encoder
         path = resolve_text_encoder(model_cfg.text_encoder)
         dim = AutoConfig.from_pretrained(path).hidden_size
         if pretrained:

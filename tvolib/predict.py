@@ -41,7 +41,7 @@ from typing import Sequence
 from .cache import JsonlCache, stable_hash
 from .config import DataConfig, ModelConfig, TrainConfig, from_dict
 from .data import DataFormatError, Dataset, Tweet, entity_spans, find_image, imgid_problem, read_conll, read_utf8
-from .resources import ResourceMissing
+from .weights import ResourceMissing
 
 CONLL_LINE = re.compile(r"^\S+\t(O|[BI]-[A-Za-z]+)\s*$")
 

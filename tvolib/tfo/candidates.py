@@ -43,7 +43,7 @@ from torch import nn
 
 from ..cache import JsonlCache, stable_hash
 from ..data import Tweet, entity_spans
-from ..resources import ResourceMissing, resolve_text_encoder
+from ..weights import ResourceMissing, resolve_text_encoder
 from .encoder import build_inputs, load_tokenizer
 
 SPAN_TAGS = ("O", "B", "I")

@@ -24,7 +24,7 @@ import warnings
 import torch
 from torch import nn
 
-from ..resources import resolve_text_encoder
+from ..weights import resolve_text_encoder
 
 
 BPE_MODEL_TYPES = ("roberta", "xlm-roberta", "deberta", "deberta-v2", "gpt2", "bart", "longformer", "mpnet")

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from ..cache import JsonlCache
-from ..resources import ResourceMissing
+from ..weights import ResourceMissing
 
 
 @dataclass

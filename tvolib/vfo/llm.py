@@ -41,7 +41,7 @@ from typing import Callable
 from urllib.parse import urlparse
 
 from ..cache import JsonlCache, stable_hash
-from ..resources import ResourceMissing
+from ..weights import ResourceMissing
 
 # ---------------------------------------------------------------- Appendix A prompts (verbatim)
 # "#I is the visual embeddings of the given image": over the chat API the image is sent as a data

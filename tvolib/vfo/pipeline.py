@@ -38,7 +38,7 @@ import torch
 
 from ..cache import FeatureCache, JsonlCache, atomic_write_json, stable_hash
 from ..config import DEFAULT_SENTENCE_ENCODER
-from ..resources import ResourceMissing
+from ..weights import ResourceMissing
 from .encoders import (ImageEncoder, extract_image_features, extract_text_features,
                        resolve_image_encoder, safe_name, stack_rows)
 from .fusion import GLOB_CAPTION, GLOB_IMAGE, GLOB_NONE, OBJ_IMAGE, OBJ_NONE, OBJ_PHRASES

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from tvolib.resources import (ResourceMissing, create_image_encoder, efficientnet_lite0_state_dict,
+from tvolib.weights import (ResourceMissing, create_image_encoder, efficientnet_lite0_state_dict,
                               resolve_text_encoder)
 
 
