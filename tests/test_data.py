@@ -4,7 +4,7 @@ import pytest
 from seqeval.metrics.sequence_labeling import get_entities
 
 from tvolib.data import (DataFormatError, LABELS, entity_spans, load_dataset, read_conll, repair_bio,
-                         statistics, statistics_markdown, load_captions)
+                         statistics, statistics_markdown)
 from tvolib.sample import SAMPLE_DIR
 
 GOOD = "IMGID:1\nRT\tO\nSteph\tB-PER\nCurry\tI-PER\n\nIMGID:2\nNBA\tB-ORG\nin\tO\nParis\tB-OTHER\n"
@@ -84,16 +84,6 @@ def test_statistics_on_sample():
 def test_max_samples(tmp_path):
     ds = load_dataset(SAMPLE_DIR / "data", max_samples=5)
     assert all(len(v) == 5 for v in ds.splits.values())
-
-
-def test_captions_errors(tmp_path):
-    p = write(tmp_path, '{"a": "x",\n "b": }', name="c.json")
-    with pytest.raises(DataFormatError, match=r"c.json:2"):
-        load_captions(p)
-    p = write(tmp_path, '{"imgid": "1", "caption": "x"}\n{"imgid": "2"}\n', name="c.jsonl")
-    with pytest.raises(DataFormatError, match=r"c.jsonl:2"):
-        load_captions(p)
-    assert load_captions(SAMPLE_DIR / "captions.json")["s0001"]
 
 
 # The B-tag counts listed in shared/data/README.md (PER, LOC, ORG, MISC).

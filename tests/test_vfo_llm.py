@@ -98,7 +98,7 @@ class FakeLLM:
                             break
                     fake.log.append((key, outcome))
                 if outcome == "429":
-                    return self._send(429, b'{"error": {"message": "rate limited"}}', [("Retry-After", "0")])
+                    return self._send(429, b'{"error": {"message": "rate limited"}}', [("Retry-After", "0.01")])
                 if outcome == "500":
                     return self._send(500, b'{"error": {"message": "boom"}}')
                 if outcome == "503":
@@ -141,8 +141,7 @@ class FakeLLM:
 
 
 def client_for(url, **kw) -> LLMClient:
-    cfg = LLMConfig(base_url=url, model="fake-model", api_key="sk-test", backoff=0.001,
-                    max_backoff=0.01, timeout=kw.pop("timeout", 0.5), **kw)
+    cfg = LLMConfig(base_url=url, model="fake-model", api_key="sk-test", timeout=kw.pop("timeout", 0.5), **kw)
     return LLMClient(cfg)
 
 
@@ -193,10 +192,13 @@ def test_prompt_is_appendix_a():
     assert "#I" in llm.CAPTION_PROMPT and "describe this picture in detail." in llm.CAPTION_PROMPT
 
 
-def test_no_endpoint_is_resource_missing(monkeypatch):
-    monkeypatch.delenv("TVOMNER_LLM_BASE_URL", raising=False)
+def test_no_endpoint_is_resource_missing():
     with pytest.raises(ResourceMissing, match="TVOMNER_LLM_BASE_URL"):
-        LLMClient(LLMConfig.from_env())
+        LLMClient(LLMConfig.from_env({"TVOMNER_LLM_MODEL": "m"}))
+    cfg = LLMConfig.from_env({"TVOMNER_LLM_BASE_URL": "http://h/v1", "TVOMNER_LLM_MODEL": "m",
+                              "OPENAI_API_KEY": "k", "TVOMNER_LLM_CONCURRENCY": "2"}, timeout=3.0)
+    assert (cfg.configured, cfg.api_key, cfg.concurrency, cfg.timeout) == (True, "k", 2, 3.0)
+    assert LLMClient(cfg).client.max_retries == cfg.max_retries      # the client's own retries
 
 
 # ------------------------------------------------------------------ server runs
@@ -272,8 +274,7 @@ KILL_SCRIPT = """
 import sys, json
 from tvolib.vfo.llm import LLMClient, LLMConfig, generate_phrases
 items = json.loads(open(sys.argv[2]).read())
-cfg = LLMConfig(base_url=sys.argv[1], model="fake-model", api_key="k", concurrency=2, backoff=0.001,
-                max_backoff=0.01, timeout=5)
+cfg = LLMConfig(base_url=sys.argv[1], model="fake-model", api_key="k", concurrency=2, timeout=5)
 generate_phrases({k: tuple(v) for k, v in items.items()}, sys.argv[3], LLMClient(cfg))
 """
 

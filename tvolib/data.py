@@ -29,6 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from .cache import atomic_write_text
+from .images import check_dataset_images
+
 ENTITY_TYPES = ("PER", "LOC", "ORG", "MISC")
 LABELS = ("O",) + tuple(f"{p}-{t}" for t in ENTITY_TYPES for p in ("B", "I"))
 LABEL2ID = {l: i for i, l in enumerate(LABELS)}
@@ -123,8 +126,11 @@ def read_utf8(path: str | Path) -> str:
                                           f"convert it, e.g. iconv -f latin1 -t utf-8") from None
 
 
-def read_conll(path: str | Path, split: str | None = None) -> list[Tweet]:
-    """Read one UMT CoNLL file. See the module docstring for the rules."""
+def read_conll(path: str | Path, split: str | None = None, labels: str = "required") -> list[Tweet]:
+    """Read one UMT CoNLL file. See the module docstring for the rules. With ``labels="optional"``
+    (tweets to tag) a line may also hold a token alone; its label is ``O``."""
+    if labels not in ("required", "optional"):
+        raise ValueError(f"labels must be 'required' or 'optional', got {labels!r}")
     path = Path(path)
     text = read_utf8(path)
     split = split or path.stem
@@ -160,6 +166,11 @@ def read_conll(path: str | Path, split: str | None = None) -> list[Tweet]:
             cur = Tweet(id=imgid, tokens=[], labels=[], split=split, source=f"{path}:{lineno}")
             continue
         parts = line.split("\t")
+        if labels == "optional" and len(parts) == 1:
+            if line != "".join(line.split()):
+                raise DataFormatError(path, lineno, f"expected one token per line ('token' or 'token<TAB>label'), "
+                                                    f"got {line!r}")
+            parts = [line, "O"]
         # a token may be an odd character (the 2015 files hold U+00A0 tokens): only "" is refused
         if len(parts) != 2 or parts[0] == "" or not parts[1].strip():
             raise DataFormatError(path, lineno, f"expected 'token<TAB>label', got {line!r}")
@@ -179,7 +190,6 @@ def read_conll(path: str | Path, split: str | None = None) -> list[Tweet]:
 
 def write_conll(tweets: Iterable[Tweet], path: str | Path) -> None:
     """Write tweets back in the UMT format (labels as held, MISC spelled MISC)."""
-    from .cache import atomic_write_text
     blocks = []
     for t in tweets:
         blocks.append("\n".join([f"IMGID:{t.id}"] + [f"{w}\t{l}" for w, l in zip(t.tokens, t.labels)]))
@@ -188,11 +198,13 @@ def write_conll(tweets: Iterable[Tweet], path: str | Path) -> None:
 
 def imgid_problem(imgid: str) -> str | None:
     """Why an IMGID cannot name an image file inside ``image_dir`` (None when it can): it must be a
-    plain file name, without folders, ``..``, a drive or control characters."""
+    plain file name, without folders, ``..``, a drive, spaces or control characters."""
     if imgid in (".", "..") or "/" in imgid or "\\" in imgid or (len(imgid) > 1 and imgid[1] == ":"):
         return f"IMGID {imgid!r} is not a plain file name (no folders, '..' or drive letters)"
     if any(ord(c) < 32 for c in imgid):
         return f"IMGID {imgid!r} holds control characters"
+    if imgid != "".join(imgid.split()):
+        return f"IMGID {imgid!r} holds spaces"
     return None
 
 
@@ -261,7 +273,6 @@ def load_dataset(data_dir: str | Path, image_dir: str | Path | None = None, name
     ds = Dataset(name=name or data_dir.name, data_dir=data_dir,
                  image_dir=Path(image_dir) if image_dir else None, splits=out)
     if check_images:
-        from .images import check_dataset_images
         check_dataset_images(ds)
     return ds
 
@@ -294,33 +305,3 @@ def statistics_markdown(ds: Dataset) -> str:
     lines = [f"| {ds.name} | " + " | ".join(splits) + " |", "|---|" + "---:|" * len(splits)]
     lines += [f"| {r} | " + " | ".join(str(st[s][r]) for s in splits) + " |" for r in rows]
     return "\n".join(lines)
-
-
-def load_captions(path: str | Path | None) -> dict[str, str]:
-    """``{IMGID: caption}`` from a JSON object file (the BLIP-2 files) or JSONL of
-    ``{"imgid", "caption"}``; an empty dict when ``path`` is None."""
-    import json
-    if path is None:
-        return {}
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: captions file not found")
-    text = path.read_text(encoding="utf-8-sig")
-    if path.suffix == ".jsonl":
-        out = {}
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                out[str(rec["imgid"])] = str(rec["caption"])
-            except (ValueError, KeyError, TypeError) as e:
-                raise DataFormatError(path, lineno, f"expected {{'imgid', 'caption'}} ({e})") from None
-        return out
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataFormatError(path, e.lineno, f"invalid JSON: {e.msg}") from None
-    if not isinstance(data, dict):
-        raise DataFormatError(path, 1, "expected a JSON object {IMGID: caption}")
-    return {str(k): str(v) for k, v in data.items()}

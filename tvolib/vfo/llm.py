@@ -2,7 +2,7 @@
 (section 4.2 "Entity Object-Level Visual Features", Appendix A).
 
 Any OpenAI-compatible chat-completions endpoint works: GPT-4o, vLLM, Ollama, a llama.cpp server.
-Configuration comes from the environment only (``LLMConfig.from_env``):
+The edge builds the configuration from the environment (``LLMConfig.from_env(os.environ)``):
 
 =============================  ==========================================================
 ``TVOMNER_LLM_BASE_URL``       e.g. ``http://localhost:8000/v1`` (vLLM), ``https://api.openai.com/v1``
@@ -12,9 +12,10 @@ Configuration comes from the environment only (``LLMConfig.from_env``):
 ``TVOMNER_LLM_CONCURRENCY``    parallel requests (default 4)
 =============================  ==========================================================
 
-Robustness: every request is retried with exponential backoff and jitter on 429 (honouring
-``Retry-After``), 5xx, timeouts, connection errors and unreadable response bodies; an answer that
-cannot be parsed is asked again (``parse_retries``). Requests run in a thread pool of
+Robustness: the openai client retries every request itself (``max_retries``, ``timeout``: exponential
+backoff with jitter on 408/409/429/5xx, honouring ``Retry-After``, timeouts and connection errors); an
+answer whose body cannot be read, or whose text cannot be parsed, is asked again (``parse_retries``)
+and is never invented: a key still failing is reported and left out of the cache. Requests run in a thread pool of
 ``concurrency`` workers. Every finished record is appended to a JSONL cache (``JsonlCache``: one
 line per record, flushed and fsync'ed) **by the worker that finished it**, so a run interrupted at
 any point (Ctrl-C, kill -9, a crash) resumes where it stopped: finished records are neither lost
@@ -28,8 +29,6 @@ import ast
 import base64
 import io
 import json
-import os
-import random
 import re
 import threading
 import time
@@ -37,10 +36,17 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 from urllib.parse import urlparse
 
+import openai
+from openai import OpenAI
+from PIL import Image
+from tqdm.auto import tqdm
+
 from ..cache import JsonlCache, stable_hash
+from ..io import DataFormatError, iter_jsonl
+from ..io import load_captions as read_captions
 from ..weights import ResourceMissing
 
 # ---------------------------------------------------------------- Appendix A prompts (verbatim)
@@ -76,7 +82,6 @@ def entity_object_prompt(text: str, caption: str) -> str:
 
 def image_data_url(image_or_path, fmt: str = "PNG", max_side: int = 1024) -> str:
     """An image (PIL or path) as a ``data:image/...;base64,`` URL (downscaled to ``max_side``)."""
-    from PIL import Image
     im = image_or_path if isinstance(image_or_path, Image.Image) else Image.open(image_or_path)
     im = im.convert("RGB")
     if max(im.size) > max_side:
@@ -199,17 +204,16 @@ class LLMConfig:
     caption_model: str | None = None
     api_key: str | None = field(default=None, repr=False)
     concurrency: int = 4
-    max_retries: int = 6            # per request, for 429 / 5xx / timeouts / bad bodies
-    parse_retries: int = 2          # extra requests when the answer cannot be parsed
-    backoff: float = 1.0            # seconds, doubled each retry (with jitter), capped:
-    max_backoff: float = 30.0
+    max_retries: int = 6            # per request (the openai client's own: 408/409/429/5xx, timeouts)
+    parse_retries: int = 2          # extra requests when the answer cannot be read or parsed
     timeout: float = 60.0           # seconds per request
     temperature: float = 0.0
     max_tokens: int = 256
 
     @classmethod
-    def from_env(cls, **overrides) -> "LLMConfig":
-        env = os.environ
+    def from_env(cls, env: Mapping[str, str], **overrides) -> "LLMConfig":
+        """The endpoint named by ``TVOMNER_LLM_*`` and ``OPENAI_API_KEY`` in ``env`` (the edge passes
+        ``os.environ``)."""
         cfg = cls(base_url=env.get("TVOMNER_LLM_BASE_URL") or None,
                   model=env.get("TVOMNER_LLM_MODEL") or None,
                   caption_model=env.get("TVOMNER_LLM_CAPTION_MODEL") or None,
@@ -236,69 +240,67 @@ class LLMError(RuntimeError):
     """A request that still failed after all retries (the run can simply be repeated)."""
 
 
+class UnreadableAnswer(ParseError):
+    """An HTTP 200 whose body is not a chat completion; asked again like an unparseable answer."""
+
+    def __init__(self, message: str, attempts: int):
+        super().__init__(message)
+        self.attempts = attempts
+
+
+RETRIED_STATUS = (408, 409, 429)    # and every 5xx: what the openai client retries
+
+
 class LLMClient:
-    """``chat(messages) -> Completion`` over ``openai.OpenAI`` with retries and backoff."""
+    """``chat(messages) -> Completion`` over ``openai.OpenAI``, whose own ``max_retries`` (exponential
+    backoff with jitter, ``Retry-After`` honoured) and ``timeout`` handle transport faults."""
 
     def __init__(self, cfg: LLMConfig):
         if not cfg.configured:
             raise ResourceMissing("no LLM endpoint: set TVOMNER_LLM_BASE_URL (an OpenAI-compatible "
                                   "/v1 URL: GPT-4o, vLLM, Ollama, llama.cpp) and TVOMNER_LLM_MODEL, "
                                   "and OPENAI_API_KEY when the endpoint needs one")
-        from openai import OpenAI
         self.cfg = cfg
-        # the client's own retries are off: ours count attempts and honour Retry-After
         self.client = OpenAI(base_url=cfg.base_url, api_key=cfg.api_key or "no-key",
-                             max_retries=0, timeout=cfg.timeout)
+                             max_retries=cfg.max_retries, timeout=cfg.timeout)
         self.endpoint = urlparse(cfg.base_url).netloc or cfg.base_url
         self.retries = 0            # total retried requests (for reports)
         self._lock = threading.Lock()
 
-    def _delay(self, attempt: int, retry_after: str | None) -> float:
-        if retry_after:
-            try:
-                return min(float(retry_after), self.cfg.max_backoff)
-            except ValueError:
-                pass
-        base = min(self.cfg.max_backoff, self.cfg.backoff * 2 ** attempt)
-        return base * (0.5 + random.random() / 2)
+    def _count(self, retries: int) -> None:
+        with self._lock:
+            self.retries += retries
 
     def chat(self, messages: list[dict], model: str | None = None) -> Completion:
-        import openai
         model = model or self.cfg.model
-        last = None
-        for attempt in range(self.cfg.max_retries + 1):
-            retry_after = None
-            try:
-                r = self.client.chat.completions.create(model=model, messages=messages,
-                                                        temperature=self.cfg.temperature,
-                                                        max_tokens=self.cfg.max_tokens)
-                if not getattr(r, "choices", None):
-                    raise LLMError(f"answer without choices: {str(r)[:120]}")
-                text = r.choices[0].message.content or ""
-                u = getattr(r, "usage", None)
-                return Completion(text=text, prompt_tokens=int(getattr(u, "prompt_tokens", 0) or 0),
-                                  completion_tokens=int(getattr(u, "completion_tokens", 0) or 0),
-                                  attempts=attempt + 1)
-            except openai.APIStatusError as e:   # HTTP error answers
-                if e.status_code != 429 and e.status_code < 500 and e.status_code != 408:
-                    raise LLMError(f"{self.endpoint}: HTTP {e.status_code} {str(e)[:200]} "
-                                   f"(not retried: fix the request, key or model name)") from None
-                retry_after = e.response.headers.get("retry-after") if e.response is not None else None
-                last = e
-            except (openai.APITimeoutError, openai.APIConnectionError, openai.APIResponseValidationError,
-                    json.JSONDecodeError, LLMError) as e:
-                last = e
-            except Exception as e:   # an unreadable 200 body raises various errors in the client
-                if type(e).__module__.startswith("openai") or isinstance(e, (ValueError, TypeError)):
-                    last = e
-                else:
-                    raise
-            with self._lock:
-                self.retries += 1
-            if attempt < self.cfg.max_retries:
-                time.sleep(self._delay(attempt, retry_after))
-        raise LLMError(f"{self.endpoint}: gave up after {self.cfg.max_retries + 1} attempts: "
-                       f"{type(last).__name__}: {str(last)[:200]}")
+        try:
+            raw = self.client.chat.completions.with_raw_response.create(
+                model=model, messages=messages, temperature=self.cfg.temperature, max_tokens=self.cfg.max_tokens)
+        except openai.APIStatusError as e:   # HTTP error answers
+            if e.status_code not in RETRIED_STATUS and e.status_code < 500:
+                raise LLMError(f"{self.endpoint}: HTTP {e.status_code} {str(e)[:200]} "
+                               f"(not retried: fix the request, key or model name)") from None
+            self._count(self.cfg.max_retries)
+            raise LLMError(self._gave_up(e)) from None
+        except (openai.APITimeoutError, openai.APIConnectionError) as e:
+            self._count(self.cfg.max_retries)
+            raise LLMError(self._gave_up(e)) from None
+        self._count(raw.retries_taken)
+        attempts = raw.retries_taken + 1
+        try:
+            r = raw.parse()
+            if not getattr(r, "choices", None):
+                raise ValueError(f"answer without choices: {str(r)[:120]}")
+            text = r.choices[0].message.content or ""
+        except (openai.APIResponseValidationError, ValueError, TypeError, AttributeError) as e:
+            raise UnreadableAnswer(f"unreadable answer ({type(e).__name__}: {str(e)[:200]})", attempts) from None
+        u = getattr(r, "usage", None)
+        return Completion(text=text, prompt_tokens=int(getattr(u, "prompt_tokens", 0) or 0),
+                          completion_tokens=int(getattr(u, "completion_tokens", 0) or 0), attempts=attempts)
+
+    def _gave_up(self, e: Exception) -> str:
+        return (f"{self.endpoint}: gave up after {self.cfg.max_retries + 1} attempts: "
+                f"{type(e).__name__}: {str(e)[:200]}")
 
 
 # ---------------------------------------------------------------- cached runs
@@ -332,7 +334,12 @@ def _run_cached(keys: list[str], cache: JsonlCache, make_messages: Callable[[str
         msgs = make_messages(k)
         p_tok = c_tok = attempts = 0
         for _ in range(client.cfg.parse_retries + 1):
-            comp = client.chat(msgs, model=model)
+            try:
+                comp = client.chat(msgs, model=model)
+            except UnreadableAnswer as e:
+                attempts += e.attempts
+                err = e
+                continue
             p_tok += comp.prompt_tokens
             c_tok += comp.completion_tokens
             attempts += comp.attempts
@@ -355,10 +362,7 @@ def _run_cached(keys: list[str], cache: JsonlCache, make_messages: Callable[[str
             summ.requests += attempts
         raise LLMError(f"unparseable answer after {client.cfg.parse_retries + 1} tries: {err}")
 
-    bar = None
-    if progress and todo:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=len(todo), desc=desc)
+    bar = tqdm(total=len(todo), desc=desc) if progress and todo else None
     pool = ThreadPoolExecutor(max_workers=max(1, client.cfg.concurrency))
     try:
         futs = {pool.submit(work, k): k for k in todo}
@@ -428,9 +432,8 @@ def generate_captions(images: dict[str, str | Path], cache: JsonlCache | str | P
 
 # ---------------------------------------------------------------- files
 def load_captions(path: str | Path) -> dict[str, str]:
-    """``{IMGID: caption}`` (``tvolib.data.load_captions``); a missing file is a ``ResourceMissing``
+    """``{IMGID: caption}`` (``tvolib.io.load_captions``); a missing file is a ``ResourceMissing``
     that says how to set it."""
-    from ..data import load_captions as read_captions
     path = Path(path)
     if not path.exists():
         raise ResourceMissing(f"captions file {path} not found (set DataConfig.captions to a "
@@ -444,14 +447,10 @@ def load_phrases_file(path: str | Path) -> dict[str, dict]:
     if not path.exists():
         raise ResourceMissing(f"phrases file {path} not found")
     out = {}
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            r = json.loads(line)
-            if not isinstance(r.get("phrases"), list) or not all(isinstance(p, str) for p in r["phrases"]):
-                raise ValueError("'phrases' must be a list of strings")
-            out[str(r["imgid"])] = r
-        except (ValueError, KeyError, AttributeError) as e:
-            raise ValueError(f"{path}:{i}: bad phrases record ({e})") from None
+    for i, r in iter_jsonl(path):
+        if "imgid" not in r:
+            raise DataFormatError(path, i, "bad phrases record (no 'imgid')")
+        if not isinstance(r.get("phrases"), list) or not all(isinstance(p, str) for p in r["phrases"]):
+            raise DataFormatError(path, i, "bad phrases record ('phrases' must be a list of strings)")
+        out[str(r["imgid"])] = r
     return out
