@@ -1,13 +1,23 @@
-"""Candidate tagger: span tags, out-of-fold predictions (no leakage), caching and resuming."""
+"""Candidate tagger: span tags, out-of-fold predictions (no leakage), caching and resuming, cache
+identity (records of another tagger are never reused) and one build when several processes need it."""
+import dataclasses
+import json
+import logging
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
 
 import pytest
 import torch
 
 import tvolib.tfo.candidates as C
-from tvolib.data import load_dataset
+from tvolib.data import Dataset, Tweet, load_dataset
 from tvolib.sample import SAMPLE_DIR
-from tvolib.tfo.candidates import (CandidateTagger, TaggerConfig, fold_of, make_candidates, span_scores,
-                                   span_tags, tags_to_spans)
+from tvolib.tfo.candidates import (CandidateTagger, TaggerConfig, ensure_tagger, fold_of, load_tagger,
+                                   make_candidates, read_tagger_info, span_scores, span_tags, tagger_dir,
+                                   tags_to_spans, train_hash)
 
 
 def tiny_config():
@@ -55,13 +65,13 @@ def test_out_of_fold_no_leakage_and_cache(ds, tmp_path, monkeypatch):
     seen = []
     real = C.train_tagger
 
-    def spy(tweets, cfg, model_factory=None, log=None):
+    def spy(tweets, cfg, model_factory=None):
         seen.append({t.id for t in tweets})
-        return real(tweets, cfg, model_factory, log)
+        return real(tweets, cfg, model_factory)
     monkeypatch.setattr(C, "train_tagger", spy)
     cfg = TaggerConfig(epochs=1, k_folds=2, batch_size=4)
     path = tmp_path / "candidates.jsonl"
-    cache = make_candidates(ds, path, cfg, model_factory=factory, log=None)
+    cache = make_candidates(ds, path, cfg, model_factory=factory)
     train_ids = {t.id for t in ds["train"]}
     assert len(seen) == 3 and seen[-1] == train_ids           # fold 0, fold 1, then all of train
     for t in ds.all():
@@ -74,23 +84,27 @@ def test_out_of_fold_no_leakage_and_cache(ds, tmp_path, monkeypatch):
             assert rec["fold"] == "all"
     # a complete cache does no work
     monkeypatch.setattr(C, "train_tagger", lambda *a, **k: pytest.fail("retrained with a complete cache"))
-    assert len(make_candidates(ds, path, cfg, model_factory=factory, log=None)) == len(ds.all())
-    # interrupted run: the last records and a torn line are lost → only that group is redone
+    assert make_candidates(ds, path, cfg, model_factory=factory) == cache
+    # interrupted run: the last records of a fold group and a torn line are lost → only that fold is redone
     lines = path.read_text().splitlines()
-    path.write_text("\n".join(lines[:-3]) + "\n" + lines[-3][:10])
+    folds = [json.loads(l)["fold"] for l in lines]
+    last_fold = max(i for i, f in enumerate(folds) if f != "all")
+    kept = lines[:last_fold - 1] + lines[last_fold + 1:]
+    path.write_text("\n".join(kept) + "\n" + lines[last_fold][:10])
     seen.clear()
     monkeypatch.setattr(C, "train_tagger", spy)
     with pytest.warns(UserWarning, match="incomplete"):
-        cache = make_candidates(ds, path, cfg, model_factory=factory, log=None)
-    assert len(seen) == 1 and seen[0] == train_ids and len(cache) == len(ds.all())
+        again = make_candidates(ds, path, cfg, model_factory=factory)
+    assert len(seen) == 1 and seen[0] != train_ids and len(again) == len(ds.all())
+    assert again == cache                                       # the fold tagger is retrained identically
 
 
-def test_training_lowers_the_loss(ds):
+def test_training_lowers_the_loss(ds, caplog):
     torch.manual_seed(0)
-    losses = []
-    log = lambda m: losses.append(float(m.split("loss ")[1].split(",")[0]))
-    C.train_tagger(ds["train"], TaggerConfig(epochs=6, batch_size=4, lr=1e-3, head_lr=3e-3, max_train_samples=8),
-                   factory, log)
+    with caplog.at_level(logging.INFO, logger="tvolib.tfo.candidates"):
+        C.train_tagger(ds["train"], TaggerConfig(epochs=6, batch_size=4, lr=1e-3, head_lr=3e-3, max_train_samples=8),
+                       factory)
+    losses = [float(r.getMessage().split("loss ")[1].split(",")[0]) for r in caplog.records if "loss" in r.getMessage()]
     assert len(losses) == 6 and losses[-1] < 0.8 * losses[0]
 
 
@@ -106,4 +120,152 @@ def test_span_scores():
 def test_no_train_split(tmp_path, ds):
     ds.splits.pop("train")
     with pytest.raises(ValueError, match="train"):
-        make_candidates(ds, tmp_path / "c.jsonl", TaggerConfig(), model_factory=factory, log=None)
+        make_candidates(ds, tmp_path / "c.jsonl", TaggerConfig(), model_factory=factory)
+
+
+# ---------------------------------------------------------------------------------------------- cache identity
+
+
+def cut(full, n_train):
+    """The sample cut as ``--max_train_samples n_train`` cuts it: the first tweets of train, the same
+    valid and test."""
+    return Dataset("sample", full.data_dir, None, {"train": full["train"][:n_train], "valid": full["valid"],
+                                                   "test": full["test"]})
+
+
+def test_runs_with_other_training_tweets_never_share_candidates(tmp_path, monkeypatch):
+    """Run A (4 training tweets), then run B (10) with the same cache: B's valid/test candidates are
+    those of B's own tagger (the one its checkpoint ships), its train candidates come from folds of
+    B's training tweets, and A's records stay usable by A."""
+    full = load_dataset(SAMPLE_DIR / "data", None, "sample", max_samples=10)
+    a, b = cut(full, 4), cut(full, 10)
+    cfg = TaggerConfig(epochs=3, k_folds=2, batch_size=4, lr=1e-2, head_lr=1e-2)
+    path = tmp_path / "candidates.jsonl"
+    made = []
+    real = C.train_tagger
+    monkeypatch.setattr(C, "train_tagger", lambda tw, c, f=None: made.append(train_hash(tw)) or real(tw, c, f))
+    cand_a = make_candidates(a, path, cfg, model_factory=factory)
+    cand_b = make_candidates(b, path, cfg, model_factory=factory)
+    dir_a, dir_b = tagger_dir(tmp_path, cfg, a["train"]), tagger_dir(tmp_path, cfg, b["train"])
+    assert dir_a != dir_b                                        # the tagger folder follows the training tweets
+    assert len(made) == 6 and len(set(made)) == 6                # B trained its own two folds and full tagger
+    tagger_b, info_b = load_tagger(ensure_tagger(b["train"], cfg, dir_b, factory))
+    assert len(made) == 6                                        # the shipped tagger is the one that made them
+    info_a = read_tagger_info(dir_a)
+    assert info_a["weights_hash"] != info_b["weights_hash"]
+    for split in ("valid", "test"):
+        spans = tagger_b.predict([t.tokens for t in b[split]], cfg.eval_batch_size, cfg.max_length)
+        for t, sp in zip(b[split], spans):
+            rec = cand_b[t.id]
+            assert rec["tagger"] == info_b["weights_hash"] and rec["key"] == f"{info_b['weights_hash']}|{t.id}"
+            assert rec["spans"] == [list(x) for x in sp]
+            assert cand_a[t.id]["tagger"] == info_a["weights_hash"]
+    for t in b["train"]:
+        fold_train = [u for u in b["train"] if fold_of(u.id, 2, cfg.seed) != fold_of(t.id, 2, cfg.seed)]
+        assert cand_b[t.id]["train_hash"] == train_hash(fold_train) and cand_b[t.id]["tagger"] != info_b["weights_hash"]
+    print("A/B: tweets whose candidates differ between the two taggers:",
+          sum(cand_a[t.id]["spans"] != cand_b[t.id]["spans"] for t in b["valid"] + b["test"]))
+    # both runs' records are kept: A again, and B again, do no work and get their own candidates
+    assert make_candidates(a, path, cfg, model_factory=factory) == cand_a
+    assert make_candidates(b, path, cfg, model_factory=factory) == cand_b
+    assert len(made) == 6
+    recs = [json.loads(l) for l in path.read_text().splitlines()]
+    assert max(Counter(r["key"] for r in recs).values()) == 1
+
+
+def test_a_saved_tagger_is_loaded_not_retrained(tmp_path, monkeypatch):
+    """A cache that lost its valid/test records but kept the saved tagger: they are predicted again
+    by that tagger (no training), exactly as before."""
+    full = load_dataset(SAMPLE_DIR / "data", None, "sample", max_samples=6)
+    cfg = TaggerConfig(epochs=1, k_folds=2, batch_size=4)
+    path = tmp_path / "candidates.jsonl"
+    first = make_candidates(full, path, cfg, model_factory=factory)
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(l for l in lines if json.loads(l)["fold"] != "all") + "\n")
+    monkeypatch.setattr(C, "train_tagger", lambda *a, **k: pytest.fail("retrained a saved tagger"))
+    assert make_candidates(full, path, cfg, model_factory=factory) == first
+
+
+def test_old_records_without_a_tagger_are_redone_hand_made_ones_kept(tmp_path):
+    full = load_dataset(SAMPLE_DIR / "data", None, "sample", max_samples=4)
+    cfg = TaggerConfig(epochs=1, k_folds=2, batch_size=4)
+    path = tmp_path / "candidates.jsonl"
+    t_old, t_hand = full["test"][0], full["test"][1]
+    with open(path, "w") as f:
+        f.write(json.dumps({"id": t_old.id, "split": "test", "spans": [[0, 1]], "candidates": ["x"],
+                            "source": "tagger", "fold": "all", "config_hash": cfg.hash(),
+                            "tokens_hash": C.tokens_hash(t_old.tokens)}) + "\n")
+        f.write(json.dumps({"id": t_hand.id, "spans": [[0, 1]], "candidates": ["mine"], "source": "me"}) + "\n")
+    c = make_candidates(full, path, cfg, model_factory=factory)
+    assert "tagger" in c[t_old.id] and c[t_hand.id]["candidates"] == ["mine"]
+
+
+def test_the_full_tagger_is_built_once_by_two_threads(tmp_path, monkeypatch):
+    full = load_dataset(SAMPLE_DIR / "data", None, "sample", max_samples=6)
+    cfg = TaggerConfig(epochs=1, k_folds=2, batch_size=4)
+    path = tagger_dir(tmp_path, cfg, full["train"])
+    started, real = threading.Barrier(2), C.train_tagger
+    made = []
+    monkeypatch.setattr(C, "train_tagger", lambda *a: made.append(1) or real(*a))
+    out, errors = [], []
+
+    def build():
+        try:
+            started.wait()
+            out.append(ensure_tagger(full["train"], cfg, path, factory))
+        except Exception as e:       # pragma: no cover - reported below
+            errors.append(e)
+    threads = [threading.Thread(target=build) for _ in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors and out == [path, path] and len(made) == 1
+    assert read_tagger_info(path)["trained_on"] == 6
+
+
+TWO_PROCESSES = """
+import json, sys, time
+from pathlib import Path
+import tvolib.tfo.candidates as C
+from tvolib.data import load_dataset
+from tvolib.sample import SAMPLE_DIR
+from transformers import BertConfig
+tmp = Path(sys.argv[1]); me = sys.argv[2]
+factory = lambda: C.CandidateTagger.from_config(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1,
+    num_attention_heads=2, intermediate_size=64, max_position_embeddings=128))
+real = C.train_tagger
+def counted(*a):
+    with open(tmp / "trained.txt", "a") as f:
+        f.write(me + "\\n")
+    return real(*a)
+C.train_tagger = counted
+ds = load_dataset(SAMPLE_DIR / "data", None, "sample", max_samples=6)
+(tmp / f"ready-{me}").touch()
+while not (tmp / "go").exists():
+    time.sleep(0.01)
+c = C.make_candidates(ds, tmp / "cache" / "candidates.jsonl", C.TaggerConfig(epochs=1, k_folds=2, batch_size=4),
+                      model_factory=factory)
+(tmp / f"out-{me}.json").write_text(json.dumps(c, sort_keys=True))
+"""
+
+
+def test_two_processes_sharing_a_cache_build_everything_once(tmp_path):
+    """Two batches starting together on one cache: the taggers are trained once, every record is
+    written once, and both get the same candidates."""
+    procs = [subprocess.Popen([sys.executable, "-c", TWO_PROCESSES, str(tmp_path), name],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for name in ("p1", "p2")]
+    deadline = time.time() + 300
+    while not all((tmp_path / f"ready-{n}").exists() for n in ("p1", "p2")):
+        assert time.time() < deadline and all(p.poll() is None for p in procs), \
+            [p.communicate()[1].decode()[-2000:] for p in procs if p.poll() is not None]
+        time.sleep(0.05)
+    (tmp_path / "go").touch()                                    # both start at once
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err.decode()[-3000:]
+    trained = (tmp_path / "trained.txt").read_text().split()
+    assert len(trained) == 3                                     # 2 folds + the full tagger, once in all
+    recs = [json.loads(l) for l in (tmp_path / "cache" / "candidates.jsonl").read_text().splitlines()]
+    assert len(recs) == 18 and max(Counter(r["key"] for r in recs).values()) == 1
+    assert (tmp_path / "out-p1.json").read_text() == (tmp_path / "out-p2.json").read_text()

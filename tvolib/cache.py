@@ -21,6 +21,10 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from safetensors import safe_open
+from safetensors.torch import save as save_tensors
+from tqdm.auto import tqdm
+
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
@@ -61,11 +65,15 @@ class JsonlCache:
 
     >>> c = JsonlCache("cache/knowledge.jsonl", key="query")
     >>> if "NBA" not in c: c.append({"query": "NBA", "passages": [...], "source": "wikipedia"})
+
+    ``key`` may name several fields, e.g. ``("key", "id")``: a record is indexed by the first of them
+    it holds (records written before a file's key field existed keep their old key).
     """
 
-    def __init__(self, path: str | Path, key: str = "id"):
+    def __init__(self, path: str | Path, key: str | tuple[str, ...] = "id"):
         self.path = Path(path)
         self.key = key
+        self._fields = (key,) if isinstance(key, str) else tuple(key)
         self._lock = threading.Lock()
         self._records: dict[str, dict] = {}
         self.dropped_lines = 0
@@ -85,8 +93,8 @@ class JsonlCache:
             complete = raw.endswith(b"\n")
             try:
                 rec = json.loads(raw)
-                if not isinstance(rec, dict) or self.key not in rec:
-                    raise ValueError(f"not an object with a {self.key!r} field")
+                if not isinstance(rec, dict) or self._key_of(rec) is None:
+                    raise ValueError(f"not an object with a {' or '.join(map(repr, self._fields))} field")
             except ValueError as e:
                 if not complete:  # torn write at the end: drop it, it will be recomputed
                     warnings.warn(f"{self.path}:{lineno}: dropping an incomplete last record "
@@ -100,11 +108,14 @@ class JsonlCache:
                 with open(self.path, "ab") as f:
                     f.write(b"\n")
                 pos += 1
-            self._records[str(rec[self.key])] = rec
+            self._records[self._key_of(rec)] = rec
             good_end = pos
         if good_end < len(data):
             with open(self.path, "r+b") as f:
                 f.truncate(good_end)
+
+    def _key_of(self, rec: dict) -> str | None:
+        return next((str(rec[f]) for f in self._fields if f in rec), None)
 
     def __contains__(self, k: Any) -> bool:
         return str(k) in self._records
@@ -126,8 +137,9 @@ class JsonlCache:
 
     def append(self, record: dict) -> dict:
         """Write one record durably (flush + fsync) and index it."""
-        if self.key not in record:
-            raise KeyError(f"record has no {self.key!r} field: {record!r:.200}")
+        key = self._key_of(record)
+        if key is None:
+            raise KeyError(f"record has no {' or '.join(map(repr, self._fields))} field: {record!r:.200}")
         line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -135,7 +147,7 @@ class JsonlCache:
                 f.write(line)
                 f.flush()
                 os.fsync(f.fileno())
-            self._records[str(record[self.key])] = record
+            self._records[key] = record
         return record
 
     def missing(self, keys: Iterable[Any]) -> list:
@@ -152,11 +164,10 @@ class JsonlCache:
         todo = self.missing(keys)
         it = todo
         if progress and todo:
-            from tqdm.auto import tqdm
             it = tqdm(todo, desc=self.path.name)
         for k in it:
             rec = compute(k)
-            rec.setdefault(self.key, k)
+            rec.setdefault(self._fields[0], k)
             self.append(rec)
         return len(todo)
 
@@ -170,7 +181,6 @@ class FeatureCache:
         self.tensors: dict = {}
         self._dirty = False
         if self.path.exists():
-            from safetensors import safe_open
             with safe_open(str(self.path), framework="pt") as f:
                 stored = f.metadata() or {}
                 if metadata:
@@ -202,6 +212,5 @@ class FeatureCache:
     def flush(self) -> None:
         if not self._dirty and self.path.exists():
             return
-        from safetensors.torch import save
-        atomic_write_bytes(self.path, save(self.tensors, metadata=self.metadata))
+        atomic_write_bytes(self.path, save_tensors(self.tensors, metadata=self.metadata))
         self._dirty = False

@@ -14,37 +14,55 @@ the CPU cost at ``k`` fold models + 1 full model = 2x one full training per epoc
 sees half of train, so train candidates are slightly noisier than valid/test ones (a conservative
 bias: the NER model is not taught to over-trust candidates). Use ``k_folds=5`` on a GPU.
 
-Cache: ``<dataset_cache>/candidates.jsonl``, one record per tweet, appended as soon as it is
-predicted, with provenance (model, fold, epochs, config hash, a hash of the tweet's tokens). A record
-is reused only when its config hash and tokens hash match (records without them, put there by hand,
-are kept as given) (other tagger settings, or another tweet
-under the same id, are predicted again; the last record of an id wins). Records are grouped by the
-tagger that makes them (fold f, or "all"); an interrupted run retrains only the groups that still
-have missing tweets, and a complete cache makes a re-run do no work. Training itself is not
-checkpointed.
+Cache: ``<dataset_cache>/candidates.jsonl``, one record per (tagger, tweet), appended as soon as it
+is predicted, keyed ``"<tagger>|<IMGID>"`` where ``tagger`` is the hash of the weights that made it,
+with provenance (model, fold, epochs, config hash, a hash of the tagger's training tweets, a hash of
+the tweet's tokens). Records of another tagger (other settings, other training tweets: another run
+sharing the cache folder) are never reused, and both runs' records live side by side. The full
+tagger's records are reused when their weights hash is the saved tagger's; a fold tagger is not kept,
+so its records are reused when its config hash and training-tweets hash match. Another tweet under
+the same id (other tokens) is predicted again. Records without a tagger and a config hash, put
+there by hand, are kept as given. Records are grouped by the tagger that makes them (fold f, or
+"all"); an interrupted run retrains only the fold groups that still have missing tweets, and a
+complete cache makes a re-run do no work. Training itself is not checkpointed.
 
 The tagger trained on all of train (the one that tags valid, test and any new tweet) is saved in
 ``<dataset_cache>/tagger-<config hash>-<train hash>/`` (``save_tagger``: safetensors weights, the backbone's
 config and tokenizer, ``tagger.json``); a training run copies it into its checkpoint, so that
 ``tvolib.predict`` tags new tweets with exactly this tagger and never retrains it.
+
+Several processes sharing a cache folder build each thing once: ``make_candidates`` holds
+``candidates.jsonl.lock`` and the tagger's training holds ``tagger-....lock`` (``filelock``); a
+process that waits finds the records or the saved tagger and uses them.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import logging
 import math
+import os
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
+from filelock import FileLock
+from safetensors.torch import load_file
+from safetensors.torch import save as save_tensors
 from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-from ..cache import JsonlCache, stable_hash
+from ..cache import JsonlCache, atomic_write_bytes, atomic_write_json, stable_hash
 from ..data import Tweet, entity_spans
 from ..weights import ResourceMissing, resolve_text_encoder
 from .encoder import build_inputs, load_tokenizer
+
+log = logging.getLogger(__name__)
 
 SPAN_TAGS = ("O", "B", "I")
 
@@ -100,7 +118,6 @@ class CandidateTagger(nn.Module):
 
     def __init__(self, name_or_path: str = "minilm", dropout: float = 0.1, _backbone=None, _tokenizer=None):
         super().__init__()
-        from transformers import AutoModel, AutoTokenizer
         if _backbone is None:
             path = resolve_text_encoder(name_or_path)
             try:
@@ -117,7 +134,6 @@ class CandidateTagger(nn.Module):
     @classmethod
     def from_config(cls, config, tokenizer=None, dropout: float = 0.1) -> "CandidateTagger":
         """Random weights (tests); the tokenizer defaults to MiniLM's local vocabulary."""
-        from transformers import AutoModel, AutoTokenizer
         tokenizer = tokenizer or AutoTokenizer.from_pretrained(resolve_text_encoder("minilm"))
         return cls(f"random:{config.model_type}", dropout, _backbone=AutoModel.from_config(config),
                    _tokenizer=tokenizer)
@@ -145,8 +161,8 @@ class CandidateTagger(nn.Module):
         return out
 
 
-def train_tagger(tweets: list[Tweet], cfg: TaggerConfig, model_factory: Callable[[], CandidateTagger] | None = None,
-                 log: Callable[[str], None] | None = print) -> CandidateTagger:
+def train_tagger(tweets: list[Tweet], cfg: TaggerConfig,
+                 model_factory: Callable[[], CandidateTagger] | None = None) -> CandidateTagger:
     """Fine-tune a fresh tagger on ``tweets`` with cross-entropy over the first sub-tokens."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -192,10 +208,9 @@ def train_tagger(tweets: list[Tweet], cfg: TaggerConfig, model_factory: Callable
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step(); sched.step(); step += 1
             tot += loss.item() * len(chunk)
-        if log:
-            dt = time.time() - t0
-            log(f"  tagger epoch {ep + 1}/{cfg.epochs}: loss {tot / len(data):.4f}, "
-                f"{len(data) / max(dt, 1e-9):.1f} tweets/s")
+        dt = time.time() - t0
+        log.info("  tagger epoch %d/%d: loss %.4f, %.1f tweets/s", ep + 1, cfg.epochs, tot / len(data),
+                 len(data) / max(dt, 1e-9))
     return model.eval()
 
 
@@ -205,15 +220,16 @@ def fold_of(tweet_id: str, k: int, seed: int = 42) -> int:
 
 
 def make_candidates(ds, cache_path: str | Path, cfg: TaggerConfig | None = None, progress: bool = False,
-                    model_factory: Callable[[], CandidateTagger] | None = None,
-                    log: Callable[[str], None] | None = print) -> JsonlCache:
-    """Fill ``candidates.jsonl`` for every tweet of every split (see the module docstring).
+                    model_factory: Callable[[], CandidateTagger] | None = None) -> dict[str, dict]:
+    """Fill ``candidates.jsonl`` for every tweet of every split (see the module docstring) and
+    return ``{IMGID: record}`` of the taggers this dataset and ``cfg`` make.
 
-    Record: ``{"id", "split", "spans": [[s, e], ...], "candidates": [str, ...], "source": "tagger",
-    "model", "fold" (int for train, "all" for valid/test), "epochs", "k_folds", "config_hash"}``.
+    Record: ``{"key": "<tagger>|<IMGID>", "id", "split", "spans": [[s, e], ...], "candidates": [str, ...],
+    "source": "tagger", "model", "fold" (int for train, "all" for valid/test), "epochs", "k_folds",
+    "config_hash", "tokens_hash", "tagger" (weights hash), "train_hash" (the tagger's training tweets)}``.
     """
     cfg = cfg or TaggerConfig()
-    cache = JsonlCache(cache_path, key="id")
+    cache_path = Path(cache_path)
     train = ds.splits.get("train", [])
     if not train:
         raise ValueError("the dataset has no train split: the candidate tagger needs one")
@@ -228,30 +244,65 @@ def make_candidates(ds, cache_path: str | Path, cfg: TaggerConfig | None = None,
         if s != "train":
             groups.setdefault("all", []).extend(tweets)
     chash = cfg.hash()
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(lock_path(cache_path)):
+        cache = JsonlCache(cache_path, key=("key", "id"))
+        by_recipe = {(r.get("train_hash"), r.get("id")): r for r in cache
+                     if "tagger" in r and r.get("config_hash") == chash}
+        out: dict[str, dict] = {}
 
-    def fresh(t: Tweet) -> bool:   # records without a config hash were put there by hand: kept as given
-        rec = cache.get(t.id)
-        return (rec is not None and rec.get("config_hash", chash) == chash
-                and rec.get("tokens_hash", tokens_hash(t.tokens)) == tokens_hash(t.tokens))
-    for g in sorted(groups, key=lambda g: (g == "all", str(g))):
-        todo = [t for t in groups[g] if not fresh(t)]
-        if not todo:
-            continue
-        fit_on = train if g == "all" else [t for t in train if fold_of(t.id, k, cfg.seed) != g]
-        if log:
-            log(f"candidate tagger [{g}]: training on {min(len(fit_on), cfg.max_train_samples or len(fit_on))} "
-                f"tweets, predicting {len(todo)}")
-        model = train_tagger(fit_on, cfg, model_factory, log)
-        if g == "all":
-            save_tagger(model, tagger_dir(Path(cache_path).parent, cfg, fit_on), cfg, len(fit_on))
-        preds = model.predict([t.tokens for t in todo], cfg.eval_batch_size, cfg.max_length)
-        for t, spans in zip(todo, preds):
-            cache.append({"id": t.id, "split": t.split, "spans": [list(x) for x in spans],
-                          "candidates": [" ".join(t.tokens[s:e]) for s, e in spans],
-                          "source": "tagger", "model": model.name, "fold": g, "epochs": cfg.epochs,
-                          "k_folds": k, "config_hash": chash, "tokens_hash": tokens_hash(t.tokens)})
-        del model
-    return cache
+        def reusable(t: Tweet, rec: dict | None) -> bool:
+            return rec is not None and rec.get("tokens_hash", tokens_hash(t.tokens)) == tokens_hash(t.tokens)
+
+        def by_hand(t: Tweet) -> dict | None:     # no tagger, no config hash: put there by hand, kept as given
+            rec = cache.get(t.id)
+            return rec if rec is not None and "tagger" not in rec and "config_hash" not in rec else None
+
+        for g in sorted(groups, key=lambda g: (g == "all", str(g))):
+            fit_on = train if g == "all" else [t for t in train if fold_of(t.id, k, cfg.seed) != g]
+            th = train_hash(fit_on)
+            path = tagger_dir(cache_path.parent, cfg, fit_on) if g == "all" else None
+            saved = read_tagger_info(path) if path is not None else None
+
+            def find(t: Tweet) -> dict | None:
+                rec = (cache.get(f"{saved['weights_hash']}|{t.id}") if saved else None) if g == "all" \
+                    else by_recipe.get((th, t.id))
+                return rec if reusable(t, rec) else by_hand(t)
+
+            todo = []
+            for t in groups[g]:
+                rec = find(t)
+                if rec is None:
+                    todo.append(t)
+                else:
+                    out[t.id] = rec
+            if not todo:
+                continue
+            log.info("candidate tagger [%s]: %s on %d tweets, predicting %d", g,
+                     "loading the one trained" if saved else "training",
+                     min(len(fit_on), cfg.max_train_samples or len(fit_on)), len(todo))
+            if g == "all":
+                model, info = build_tagger(fit_on, cfg, path, model_factory)
+                wh = info["weights_hash"]
+            else:
+                model = train_tagger(fit_on, cfg, model_factory)
+                wh = weights_hash(model)
+            preds = model.predict([t.tokens for t in todo], cfg.eval_batch_size, cfg.max_length)
+            for t, spans in zip(todo, preds):
+                out[t.id] = cache.append({
+                    "key": f"{wh}|{t.id}", "id": t.id, "split": t.split, "spans": [list(x) for x in spans],
+                    "candidates": [" ".join(t.tokens[s:e]) for s, e in spans],
+                    "source": "tagger", "model": model.name, "fold": g, "epochs": cfg.epochs,
+                    "k_folds": k, "config_hash": chash, "tokens_hash": tokens_hash(t.tokens),
+                    "tagger": wh, "train_hash": th})
+            del model
+    return {t.id: out[t.id] for t in ds.all()}
+
+
+def lock_path(path: str | Path) -> Path:
+    """The lock file beside a cache file or a tagger folder (``<name>.lock``)."""
+    path = Path(path)
+    return path.with_name(path.name + ".lock")
 
 
 def tokens_hash(tokens: list[str]) -> str:
@@ -263,56 +314,69 @@ def tokens_hash(tokens: list[str]) -> str:
 TAGGER_FORMAT = "tvomner-tagger/1"
 
 
+def train_hash(train: list[Tweet]) -> str:
+    """Hash of a tagger's training tweets (ids, tokens, labels): a cut training split is another tagger."""
+    return stable_hash([(t.id, t.tokens, t.labels) for t in train], n=8)
+
+
 def tagger_dir(cache_dir: str | Path, cfg: TaggerConfig, train: list[Tweet]) -> Path:
     """Where the tagger trained on ``train`` (all of it) with ``cfg`` is kept in a dataset cache: the
     name holds the config hash and a hash of the training tweets (a cut training split is another tagger)."""
-    return Path(cache_dir) / f"tagger-{cfg.hash()}-{stable_hash([(t.id, t.tokens, t.labels) for t in train], n=8)}"
+    return Path(cache_dir) / f"tagger-{cfg.hash()}-{train_hash(train)}"
+
+
+def _weights_bytes(model: CandidateTagger) -> bytes:
+    return save_tensors({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
+
+
+def weights_hash(model: CandidateTagger) -> str:
+    """Hash of a tagger's weights as ``save_tagger`` writes them (``tagger.json``'s ``weights_hash``)."""
+    return hashlib.sha256(_weights_bytes(model)).hexdigest()[:16]
 
 
 def save_tagger(model: CandidateTagger, path: str | Path, cfg: TaggerConfig, trained_on: int | None = None) -> Path:
     """``path/``: ``tagger.safetensors`` (weights), ``backbone/`` (the encoder's config and tokenizer)
     and ``tagger.json`` (format, config, its hash, a hash of the weights). Written beside and renamed."""
-    import hashlib
-    import os
-    import shutil
-    from safetensors.torch import save_file
-    from ..cache import atomic_write_json
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-              str(tmp / "tagger.safetensors"))
+    weights = _weights_bytes(model)
+    atomic_write_bytes(tmp / "tagger.safetensors", weights)
     model.backbone.config.save_pretrained(tmp / "backbone")
     model.tokenizer.save_pretrained(str(tmp / "backbone"))
-    weights_hash = hashlib.sha256((tmp / "tagger.safetensors").read_bytes()).hexdigest()[:16]
     atomic_write_json(tmp / "tagger.json", {"format": TAGGER_FORMAT, "name": model.name,
                                             "config": dataclasses.asdict(cfg), "config_hash": cfg.hash(),
-                                            "weights_hash": weights_hash, "trained_on": trained_on,
-                                            "dropout": model.drop.p})
+                                            "weights_hash": hashlib.sha256(weights).hexdigest()[:16],
+                                            "trained_on": trained_on, "dropout": model.drop.p})
     if path.exists():
         shutil.rmtree(path)
     os.replace(tmp, path)
     return path
 
 
-def load_tagger(path: str | Path) -> tuple[CandidateTagger, dict]:
-    """A saved tagger (``save_tagger``) and its ``tagger.json``; a missing or damaged part is an
-    error naming the file."""
-    import json
-    from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
-    path = Path(path)
-    info_file = path / "tagger.json"
+def read_tagger_info(path: str | Path) -> dict | None:
+    """A saved tagger's ``tagger.json`` (None when the folder holds no saved tagger)."""
+    info_file = Path(path) / "tagger.json"
     if not info_file.exists():
-        raise FileNotFoundError(f"{info_file}: missing (not a saved candidate tagger)")
+        return None
     try:
         info = json.loads(info_file.read_text(encoding="utf-8"))
     except ValueError as e:
         raise ValueError(f"{info_file}: not readable JSON ({e})") from None
-    if info.get("format") != TAGGER_FORMAT:
-        raise ValueError(f"{info_file}: unknown tagger format {info.get('format')!r}")
+    if not isinstance(info, dict) or info.get("format") != TAGGER_FORMAT:
+        raise ValueError(f"{info_file}: unknown tagger format {info.get('format') if isinstance(info, dict) else info!r}")
+    return info
+
+
+def load_tagger(path: str | Path) -> tuple[CandidateTagger, dict]:
+    """A saved tagger (``save_tagger``) and its ``tagger.json``; a missing or damaged part is an
+    error naming the file."""
+    path = Path(path)
+    info = read_tagger_info(path)
+    if info is None:
+        raise FileNotFoundError(f"{path / 'tagger.json'}: missing (not a saved candidate tagger)")
     backbone = path / "backbone"
     try:
         config = AutoConfig.from_pretrained(backbone)
@@ -333,18 +397,30 @@ def load_tagger(path: str | Path) -> tuple[CandidateTagger, dict]:
     return model.eval(), info
 
 
-def ensure_tagger(train: list[Tweet], cfg: TaggerConfig, path: str | Path,
-                  model_factory: Callable[[], CandidateTagger] | None = None,
-                  log: Callable[[str], None] | None = print) -> Path:
-    """``path`` holding the tagger trained on all of ``train`` with ``cfg``: kept when it is there
-    (``make_candidates`` saves it when it trains it), trained and saved otherwise (caches made
-    before taggers were saved)."""
+def build_tagger(train: list[Tweet], cfg: TaggerConfig, path: str | Path,
+                 model_factory: Callable[[], CandidateTagger] | None = None) -> tuple[CandidateTagger, dict]:
+    """The tagger trained on all of ``train`` with ``cfg``, kept in ``path``: loaded when it is there,
+    else trained and saved. Built once: a process that finds another one training it (the
+    ``<path>.lock`` file lock) waits, then loads the saved tagger."""
     path = Path(path)
-    if (path / "tagger.json").exists():
-        return path
-    if log:
-        log(f"candidate tagger [all]: training on {len(train)} tweets to save it with the checkpoint")
-    return save_tagger(train_tagger(train, cfg, model_factory, log), path, cfg, len(train))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(lock_path(path)):
+        if read_tagger_info(path) is not None:
+            return load_tagger(path)
+        log.info("candidate tagger [all]: training on %d tweets", len(train))
+        model = train_tagger(train, cfg, model_factory)
+        save_tagger(model, path, cfg, len(train))
+        return model, read_tagger_info(path)
+
+
+def ensure_tagger(train: list[Tweet], cfg: TaggerConfig, path: str | Path,
+                  model_factory: Callable[[], CandidateTagger] | None = None) -> Path:
+    """``path`` holding the tagger trained on all of ``train`` with ``cfg`` (``make_candidates``
+    saves it when it trains it); trained and saved when it is not there (``build_tagger``)."""
+    path = Path(path)
+    if read_tagger_info(path) is None:
+        build_tagger(train, cfg, path, model_factory)
+    return path
 
 
 def span_scores(tweets: list[Tweet], cache) -> dict:
