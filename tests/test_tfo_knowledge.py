@@ -5,7 +5,8 @@ import json
 import pytest
 
 from tvolib.weights import ResourceMissing
-from tvolib.tfo.knowledge import (InputFormatError, LocalKB, Passage, TweetFileSource, build_kb, camel_split,
+from tvolib.io import DataFormatError
+from tvolib.tfo.knowledge import (LocalKB, Passage, TweetFileSource, build_kb, camel_split,
                                   clean_query, fts_terms, iter_records, main)
 
 ABSTRACTS = """<feed>
@@ -38,7 +39,7 @@ def kb_inputs(tmp_path):
 @pytest.fixture
 def kb(tmp_path, kb_inputs):
     out = tmp_path / "kb.sqlite"
-    info = build_kb(out, kb_inputs, log=None)
+    info = build_kb(out, kb_inputs)
     assert info["counts"]["enwiki-20240101-abstract.xml.gz"] == 2        # the template line is skipped
     assert info["n_docs"] == 3 + 2 + 1 + 2 + 2
     return LocalKB(out)
@@ -83,18 +84,18 @@ def test_query_helpers():
 def test_bad_inputs_name_file_and_line(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"title": "a", "text": "b"}\n{not json}\n')
-    with pytest.raises(InputFormatError, match=r"bad.jsonl:2"):
-        build_kb(tmp_path / "x.sqlite", [bad], log=None)
+    with pytest.raises(DataFormatError, match=r"bad.jsonl:2"):
+        build_kb(tmp_path / "x.sqlite", [bad])
     assert not (tmp_path / "x.sqlite").exists()            # no half-built base left behind
     tsv = tmp_path / "bad.tsv"
     tsv.write_text("lemma\tgloss\nonly-one-column\n")
-    with pytest.raises(InputFormatError, match=r"bad.tsv:2"):
+    with pytest.raises(DataFormatError, match=r"bad.tsv:2"):
         list(iter_records(tsv))
     notext = tmp_path / "n.jsonl"
     notext.write_text('{"title": "a"}\n')
-    with pytest.raises(InputFormatError, match=r"n.jsonl:1"):
+    with pytest.raises(DataFormatError, match=r"n.jsonl:1"):
         list(iter_records(notext))
-    with pytest.raises(InputFormatError, match="unknown input format"):
+    with pytest.raises(DataFormatError, match="unknown input format"):
         list(iter_records(_touch(tmp_path / "z.csv")))
     with pytest.raises(ResourceMissing, match="build"):
         LocalKB(tmp_path / "absent.sqlite")
@@ -127,7 +128,7 @@ def test_tweet_file_source(tmp_path):
         src.lookup("x", 3)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"split": "train", "imgid": "1", "aux": "x"}\n{"imgid": "2"}\n')
-    with pytest.raises(InputFormatError, match="bad.jsonl:2"):
+    with pytest.raises(DataFormatError, match="bad.jsonl:2"):
         TweetFileSource(bad)
     with pytest.raises(ResourceMissing):
         TweetFileSource(tmp_path / "none.jsonl")

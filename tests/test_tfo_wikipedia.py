@@ -23,7 +23,7 @@ PAGES = {
 }
 SEARCH = {"Steph Curry": ["Stephen Curry"], "Minion": ["Minion"], "Mercury": ["Mercury", "Ghost Page"],
           "Slow": ["Slow Page"], "Flaky": ["Flaky Page"], "Limited": ["Limited Page"], "Nothing": [],
-          "Down": ["Down"]}
+          "Down": ["Down"], "Redirected": ["Curry (redirect)"], "Refused": ["Refused"]}
 
 
 class Wiki:
@@ -60,6 +60,8 @@ def make_handler(state: Wiki):
                 s = q["srsearch"]
                 if s == "Down":
                     return self.send({"error": "down"}, status=503)
+                if s == "Refused":
+                    return self.send({"error": {"code": "badvalue", "info": "Unrecognized value"}})
                 if s == "Slow" and self.once("slow-search"):
                     time.sleep(1.0)                      # longer than the client's timeout
                 if s == "Flaky" and self.once("flaky-search"):
@@ -69,6 +71,10 @@ def make_handler(state: Wiki):
                 return self.send({"query": {"search": [{"title": t} for t in SEARCH.get(s, [])]}})
             title = q.get("titles")
             if q.get("prop") == "info|pageprops":
+                if title == "Curry (redirect)":
+                    pid, _ = PAGES["Stephen Curry"]
+                    return self.send({"query": {"redirects": [{"from": title, "to": "Stephen Curry"}],
+                                                "pages": {str(pid): {"pageid": pid, "title": "Stephen Curry"}}}})
                 if title == "Mercury":
                     return self.send({"query": {"pages": {"200": {"pageid": 200, "title": "Mercury",
                                                                    "pageprops": {"disambiguation": ""}}}}})
@@ -165,5 +171,14 @@ def test_polite_rate_limit(wiki, tmp_path):
     t = time.time()
     src.lookup("Minion", k=1)          # 3 requests: search, info, extracts
     assert time.time() - t >= 0.29
-    import wikipedia.wikipedia as ww
-    assert ww.API_URL == "http://en.wikipedia.org/w/api.php"      # the package's globals are restored
+    assert [q.get("list") or q.get("prop") for q in wiki.log] == ["search", "info|pageprops", "extracts"]
+
+
+def test_redirects_are_followed_and_a_refused_query_is_not_retried(wiki, tmp_path):
+    src = source(wiki, tmp_path)
+    p = src.lookup("Redirected", k=1)
+    assert p[0].title == "Stephen Curry" and p[0].url == "http://wiki/Stephen Curry"
+    n = len(wiki.log)
+    with pytest.raises(ResourceMissing, match="refused the query: Unrecognized value"):
+        src.lookup("Refused", k=1)
+    assert len(wiki.log) == n + 1 and src.stats["retries"] == 0 and "Refused" not in src.cache

@@ -3,13 +3,13 @@
 ``KnowledgeSource.lookup(query, k, tweet_id=None) -> list[Passage]`` — a candidate string in,
 ranked passages (title, text, source, score) out.
 
-* ``WikipediaSource`` — live Wikipedia through the ``wikipedia`` package (1.4): search, then the
-  summary of each hit. Disambiguation pages fall back to their first options, missing pages are
-  skipped. Every request gets a timeout, retries with exponential back-off (also on HTTP 429/5xx,
-  honouring ``Retry-After``) and a polite minimum interval between calls. Every answer goes to a
-  persistent JSONL cache (``JsonlCache``); ``offline=True`` reads only that cache. The package reads
-  the module-level ``wikipedia.wikipedia.API_URL``: we point it at ``api_url`` (any MediaWiki, e.g.
-  a local mirror or the test server) for the duration of each call, under a lock.
+* ``WikipediaSource`` — live Wikipedia over the MediaWiki API at ``api_url`` (any MediaWiki: the
+  real one, a local mirror, the test server): search, then the summary of each hit, with the
+  calls the ``wikipedia`` package makes. Redirects are followed, disambiguation pages fall back to
+  their first options, missing pages are skipped. Every request gets a timeout and a polite
+  minimum interval, and every call one retry policy (``tenacity``: exponential back-off, also on
+  HTTP 429/5xx, honouring ``Retry-After``). Every answer goes to a persistent JSONL cache
+  (``JsonlCache``); ``offline=True`` reads only that cache.
 * ``LocalKB`` — SQLite + FTS5 base built by ``python -m tvolib.tfo.knowledge build --out KB.sqlite
   INPUTS...`` from JSON / JSONL / TSV of (title, text) and from Wikipedia abstract dumps
   (``enwiki-*-abstract.xml.gz``, streamed). Look-up order: exact title, case-folded title (also
@@ -29,6 +29,7 @@ import csv
 import gzip
 import hashlib
 import json
+import logging
 import os
 import re
 import sqlite3
@@ -36,12 +37,20 @@ import sys
 import threading
 import time
 import warnings
+import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import requests
+from bs4 import BeautifulSoup
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+
 from ..cache import JsonlCache
+from ..io import DataFormatError, iter_jsonl
 from ..weights import ResourceMissing
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -116,16 +125,11 @@ CREATE VIRTUAL TABLE docs_fts USING fts5(title, text, content='docs', content_ro
 """
 
 
-class InputFormatError(ValueError):
-    def __init__(self, path, line, message):
-        super().__init__(f"{path}:{line}: {message}" if line is not None else f"{path}: {message}")
-
-
 def _pick(d: dict, keys: tuple, path, line) -> str:
     for k in keys:
         if k in d and d[k] is not None:
             return str(d[k])
-    raise InputFormatError(path, line, f"record has none of the fields {keys}: {str(d)[:120]!r}")
+    raise DataFormatError(path, line, f"record has none of the fields {keys}: {str(d)[:120]!r}")
 
 
 TITLE_KEYS = ("title", "lemma", "name", "entity")
@@ -148,22 +152,13 @@ def iter_records(path: str | Path) -> Iterator[tuple[str, str]]:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such knowledge input file")
     if name.endswith(".jsonl"):
-        with open(path, encoding="utf-8") as f:
-            for i, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    d = json.loads(line)
-                except ValueError as e:
-                    raise InputFormatError(path, i, f"not JSON ({e})") from None
-                if not isinstance(d, dict):
-                    raise InputFormatError(path, i, "expected a JSON object")
-                yield _pick(d, TITLE_KEYS, path, i), _pick(d, TEXT_KEYS, path, i)
+        for i, d in iter_jsonl(path):
+            yield _pick(d, TITLE_KEYS, path, i), _pick(d, TEXT_KEYS, path, i)
     elif name.endswith(".json"):
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except ValueError as e:
-            raise InputFormatError(path, getattr(e, "lineno", None), f"not JSON ({e})") from None
+            raise DataFormatError(path, getattr(e, "lineno", None), f"not JSON ({e})") from None
         if isinstance(data, dict):
             for title, v in data.items():
                 if isinstance(v, dict):
@@ -171,41 +166,40 @@ def iter_records(path: str | Path) -> Iterator[tuple[str, str]]:
                 elif isinstance(v, str):
                     yield str(title), v
                 else:
-                    raise InputFormatError(path, None, f"entry {title!r}: expected an object or a string")
+                    raise DataFormatError(path, None, f"entry {title!r}: expected an object or a string")
         elif isinstance(data, list):
             for i, d in enumerate(data):
                 if not isinstance(d, dict):
-                    raise InputFormatError(path, None, f"item {i}: expected an object")
+                    raise DataFormatError(path, None, f"item {i}: expected an object")
                 yield _pick(d, TITLE_KEYS, path, f"item {i}"), _pick(d, TEXT_KEYS, path, f"item {i}")
         else:
-            raise InputFormatError(path, None, "expected a JSON object or list")
+            raise DataFormatError(path, None, "expected a JSON object or list")
     elif name.endswith(".tsv"):
         with open(path, encoding="utf-8", newline="") as f:
             reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
             header = next(reader, None)
             if not header:
-                raise InputFormatError(path, 1, "empty TSV file (a header line is needed)")
+                raise DataFormatError(path, 1, "empty TSV file (a header line is needed)")
             low = [h.strip().lower() for h in header]
             ti = next((low.index(k) for k in TITLE_KEYS if k in low), None)
             xi = next((low.index(k) for k in TEXT_KEYS if k in low), None)
             if ti is None or xi is None:
-                raise InputFormatError(path, 1, f"header {header} needs a title column {TITLE_KEYS} "
+                raise DataFormatError(path, 1, f"header {header} needs a title column {TITLE_KEYS} "
                                                 f"and a text column {TEXT_KEYS}")
             for i, row in enumerate(reader, 2):
                 if not row or not any(c.strip() for c in row):
                     continue
                 if len(row) <= max(ti, xi):
-                    raise InputFormatError(path, i, f"expected {len(header)} tab-separated columns, got {len(row)}")
+                    raise DataFormatError(path, i, f"expected {len(header)} tab-separated columns, got {len(row)}")
                 yield row[ti].replace("_", " "), row[xi].replace("_", " ")
     elif name.endswith((".xml", ".xml.gz", ".xml.bz2")):
         yield from _iter_abstracts(path)
     else:
-        raise InputFormatError(path, None, "unknown input format: use .json, .jsonl, .tsv or an "
+        raise DataFormatError(path, None, "unknown input format: use .json, .jsonl, .tsv or an "
                                            "abstracts dump .xml[.gz|.bz2]")
 
 
 def _iter_abstracts(path: Path) -> Iterator[tuple[str, str]]:
-    import xml.etree.ElementTree as ET
     opener = gzip.open if path.name.lower().endswith(".gz") else bz2.open if path.name.lower().endswith(".bz2") else open
     with opener(path, "rb") as f:
         ctx = ET.iterparse(f, events=("start", "end"))
@@ -226,10 +220,10 @@ def _iter_abstracts(path: Path) -> Iterator[tuple[str, str]]:
                         root.clear()     # drop finished <doc>s: constant memory
         except ET.ParseError as e:
             line = e.position[0] if getattr(e, "position", None) else None
-            raise InputFormatError(path, line, f"XML error ({e})") from None
+            raise DataFormatError(path, line, f"XML error ({e})") from None
 
 
-def build_kb(out: str | Path, inputs: Iterable[str | Path], log=print) -> dict:
+def build_kb(out: str | Path, inputs: Iterable[str | Path]) -> dict:
     """Build a LocalKB file from input files (atomic: written to a temp file, then renamed)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -259,8 +253,7 @@ def build_kb(out: str | Path, inputs: Iterable[str | Path], log=print) -> dict:
             con.executemany("INSERT INTO docs(title, title_fold, text, source) VALUES (?,?,?,?)", batch)
             n += len(batch)
             counts[p.name] = n
-            if log:
-                log(f"  {p}: {n} entries")
+            log.info("  %s: %d entries", p, n)
         con.execute("INSERT INTO docs_fts(docs_fts) VALUES ('rebuild')")
         con.execute("CREATE INDEX docs_title ON docs(title)")
         con.execute("CREATE INDEX docs_title_fold ON docs(title_fold)")
@@ -277,8 +270,7 @@ def build_kb(out: str | Path, inputs: Iterable[str | Path], log=print) -> dict:
     con.close()
     os.replace(tmp, out)
     info["build_s"] = round(time.time() - t0, 2)
-    if log:
-        log(f"built {out}: {info['n_docs']} entries in {info['build_s']} s")
+    log.info("built %s: %d entries in %s s", out, info["n_docs"], info["build_s"])
     return info
 
 
@@ -384,20 +376,14 @@ class TweetFileSource(KnowledgeSource):
         for p in self.paths:
             if not p.exists():
                 raise ResourceMissing(f"per-tweet knowledge file {p} not found (JSONL with split, imgid, aux "
-                                      f"per line, e.g. ../shared/data/llm_knowledge/pgim_twitter2017.jsonl)")
+                                      f"per line, e.g. <data root>/llm_knowledge/pgim_twitter2017.jsonl)")
             digest.update(p.read_bytes())
-            with open(p, encoding="utf-8") as f:
-                for i, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        d = json.loads(line)
-                        imgid, aux = str(d["imgid"]), d["aux"]
-                    except (ValueError, KeyError, TypeError) as e:
-                        raise InputFormatError(p, i, f"expected {{'split', 'imgid', 'aux'}} ({type(e).__name__}: {e})") from None
-                    if not isinstance(aux, str):
-                        raise InputFormatError(p, i, "'aux' must be a string")
-                    self.aux[imgid] = aux
+            for i, d in iter_jsonl(p):
+                if "imgid" not in d or "aux" not in d:
+                    raise DataFormatError(p, i, f"expected {{'split', 'imgid', 'aux'}}, got the fields {sorted(d)}")
+                if not isinstance(d["aux"], str):
+                    raise DataFormatError(p, i, "'aux' must be a string")
+                self.aux[str(d["imgid"])] = d["aux"]
 
         # the files' content, so that knowledge cached from an edited file is not served again
         self.fingerprint = digest.hexdigest()[:12]
@@ -422,32 +408,24 @@ class TweetFileSource(KnowledgeSource):
 
 # ----------------------------------------------------------------------------- live Wikipedia
 class _Retryable(Exception):
+    """A fault worth another attempt: HTTP 429/5xx, a timeout, a lost connection, an unreadable answer."""
+
     def __init__(self, msg, retry_after: float | None = None):
         super().__init__(msg)
         self.retry_after = retry_after
 
 
-class _RequestsShim:
-    """Stands in for ``requests`` inside the ``wikipedia`` module: adds a timeout and turns
-    HTTP 429/5xx into retryable errors (the package itself calls ``requests.get`` without either)."""
-
-    def __init__(self, timeout: float):
-        self.timeout = timeout
-
-    def get(self, url, params=None, headers=None):
-        import requests
-        r = requests.get(url, params=params, headers=headers, timeout=self.timeout)
-        if r.status_code == 429 or r.status_code >= 500:
-            ra = r.headers.get("Retry-After")
-            try:
-                ra = float(ra) if ra is not None else None
-            except ValueError:
-                ra = None
-            raise _Retryable(f"HTTP {r.status_code}", ra)
-        return r
+class _PageMissing(Exception):
+    pass
 
 
-_WIKI_LOCK = threading.Lock()
+class _Disambiguation(Exception):
+    def __init__(self, title: str, options: list[str]):
+        super().__init__(title)
+        self.options = options
+
+
+RETRYABLE_API_ERRORS = ("ratelimit", "maxlag", "timed out", "pool queue")
 
 
 @dataclass
@@ -469,7 +447,7 @@ class WikipediaSource(KnowledgeSource):
     Cache record (key ``query``): ``{"query", "passages": [Passage...], "source": "wikipedia",
     "api_url", "fetched_at", "n_requests"}``. Failures after all retries are not cached (a re-run
     tries again) and raise ``ResourceMissing``. Offline: a query not in the cache returns ``[]``
-    and is counted in ``stats["offline_miss"]`` (a warning is printed once).
+    and is counted in ``stats["offline_miss"]`` (a warning is given once).
     """
 
     name = "wikipedia"
@@ -481,81 +459,123 @@ class WikipediaSource(KnowledgeSource):
         self.stats = {"requests": 0, "retries": 0, "cache_hits": 0, "offline_miss": 0, "errors": 0}
         self._last_call = 0.0
         self._warned = False
+        self._rate = threading.Lock()
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = self.cfg.user_agent
+        self._retrying = Retrying(stop=stop_after_attempt(self.cfg.retries + 1), wait=self._wait,
+                                  retry=retry_if_exception_type((_Retryable, KeyError)),
+                                  before_sleep=self._count_retry, reraise=True)
 
-    # the package's module globals are process-wide: swap them in under a lock
-    def _call(self, fn, *args, **kwargs):
-        import wikipedia
-        import wikipedia.wikipedia as ww
-        from wikipedia.exceptions import DisambiguationError, HTTPTimeoutError, PageError, WikipediaException
-        import requests
-        delay = self.cfg.backoff
-        for attempt in range(self.cfg.retries + 1):
+    # -- one retry policy (tenacity) around every call to the API
+
+    def _wait(self, state: RetryCallState) -> float:
+        ra = getattr(state.outcome.exception(), "retry_after", None)
+        return min(self.cfg.max_backoff, ra if ra is not None else self.cfg.backoff * 2 ** (state.attempt_number - 1))
+
+    def _count_retry(self, state: RetryCallState) -> None:
+        self.stats["retries"] += 1
+        log.info("Wikipedia at %s: retrying (%s)", self.cfg.api_url, state.outcome.exception())
+
+    def _call(self, fn, *args):
+        """``fn(*args)`` (one search, page or summary call) under the retry policy; giving up is a
+        ``ResourceMissing``."""
+        def attempt():
+            self.stats["requests"] += 1
+            return fn(*args)
+        try:
+            return self._retrying(attempt)
+        except (_Retryable, KeyError) as e:
+            self.stats["errors"] += 1
+            raise ResourceMissing(
+                f"Wikipedia at {self.cfg.api_url} did not answer after {self.cfg.retries + 1} attempts "
+                f"({type(e).__name__}: {e}). Check the network or run with offline=True to use "
+                f"only the cache {self.cache.path}.") from None
+
+    def _query(self, **params) -> dict:
+        """One MediaWiki API query (``action=query``, JSON), politely spaced from the previous one."""
+        with self._rate:
             wait = self._last_call + self.cfg.min_interval - time.monotonic()
             if wait > 0:
-                time.sleep(wait)                                   # polite rate limit
-            saved = (ww.API_URL, ww.USER_AGENT, ww.requests)
+                time.sleep(wait)
             try:
-                with _WIKI_LOCK:
-                    ww.API_URL, ww.USER_AGENT = self.cfg.api_url, self.cfg.user_agent
-                    ww.requests = _RequestsShim(self.cfg.timeout)
-                    for f in (wikipedia.search, wikipedia.suggest, wikipedia.summary):
-                        f.clear_cache()                            # the package memoises across URLs
-                    try:
-                        self.stats["requests"] += 1
-                        with warnings.catch_warnings():   # the package calls BeautifulSoup without a parser
-                            warnings.filterwarnings("ignore", message="No parser was explicitly specified")
-                            return fn(*args, **kwargs)
-                    finally:
-                        ww.API_URL, ww.USER_AGENT, ww.requests = saved
-                        self._last_call = time.monotonic()
-            except (PageError, DisambiguationError):
-                raise
-            except (_Retryable, requests.RequestException, HTTPTimeoutError, ValueError, KeyError,
-                    WikipediaException) as e:
-                if isinstance(e, WikipediaException) and not isinstance(e, HTTPTimeoutError) and \
-                        not any(w in str(e).lower() for w in ("ratelimit", "maxlag", "timed out", "pool queue")):
-                    raise
-                if attempt == self.cfg.retries:
-                    self.stats["errors"] += 1
-                    raise ResourceMissing(
-                        f"Wikipedia at {self.cfg.api_url} did not answer after {attempt + 1} attempts "
-                        f"({type(e).__name__}: {e}). Check the network or run with offline=True to use "
-                        f"only the cache {self.cache.path}.") from None
-                ra = getattr(e, "retry_after", None)
-                self.stats["retries"] += 1
-                time.sleep(min(self.cfg.max_backoff, ra if ra is not None else delay))
-                delay *= 2
+                r = self.session.get(self.cfg.api_url, params={**params, "format": "json", "action": "query"},
+                                     timeout=self.cfg.timeout)
+            except requests.RequestException as e:
+                raise _Retryable(f"{type(e).__name__}: {e}") from None
+            finally:
+                self._last_call = time.monotonic()
+        if r.status_code == 429 or r.status_code >= 500:
+            try:
+                ra = float(r.headers["Retry-After"]) if "Retry-After" in r.headers else None
+            except ValueError:
+                ra = None
+            raise _Retryable(f"HTTP {r.status_code}", ra)
+        try:
+            data = r.json()
+        except ValueError as e:
+            raise _Retryable(f"unreadable answer ({e})") from None
+        if "error" in data:
+            err = data["error"]
+            info = str(err.get("info", err) if isinstance(err, dict) else err)
+            if any(w in info.lower() for w in RETRYABLE_API_ERRORS):
+                raise _Retryable(info)
+            raise ResourceMissing(f"Wikipedia at {self.cfg.api_url} refused the query: {info}")
+        return data
+
+    # -- the three calls: search, page (redirects followed, disambiguation options), summary
+
+    def _search(self, q: str, results: int) -> list[str]:
+        data = self._query(list="search", srprop="", srlimit=results, limit=results, srsearch=q)
+        return [d["title"] for d in data["query"]["search"]]
+
+    def _page_info(self, title: str) -> dict:
+        """``{"pageid", "title", "url"}`` of a page; ``_PageMissing`` or ``_Disambiguation`` otherwise."""
+        data = self._query(prop="info|pageprops", inprop="url", ppprop="disambiguation", redirects="", titles=title)
+        query = data["query"]
+        pageid = next(iter(query["pages"]))
+        page = query["pages"][pageid]
+        if "missing" in page:
+            raise _PageMissing(title)
+        if "redirects" in query:
+            return self._page_info(query["redirects"][0]["to"])
+        if "pageprops" in page:
+            rev = self._query(prop="revisions", rvprop="content", rvparse="", rvlimit=1, titles=title)
+            html = rev["query"]["pages"][pageid]["revisions"][0]["*"]
+            items = [li for li in BeautifulSoup(html, "html.parser").find_all("li")
+                     if "tocsection" not in "".join(li.get("class", []))]
+            raise _Disambiguation(title, [li.a.get_text() for li in items if li.a])
+        return {"pageid": pageid, "title": page["title"], "url": page.get("fullurl", "")}
+
+    def _summary(self, page: dict) -> str:
+        data = self._query(prop="extracts", explaintext="", exintro="", titles=page["title"])
+        return data["query"]["pages"][page["pageid"]]["extract"]
 
     def _page(self, title: str, match: str, rank: int) -> Passage | None:
-        import wikipedia
-        from wikipedia.exceptions import PageError
         try:
-            page = self._call(wikipedia.WikipediaPage, title, redirect=True)
-            text = self._call(lambda: page.summary)
-        except PageError:
+            page = self._call(self._page_info, title)
+        except _PageMissing:
             return None
-        return Passage(page.title, " ".join((text or "").split()), "wikipedia", round(1.0 / (rank + 1), 4),
-                       match, getattr(page, "url", ""))
+        text = self._call(self._summary, page)
+        return Passage(page["title"], " ".join((text or "").split()), "wikipedia", round(1.0 / (rank + 1), 4),
+                       match, page["url"])
 
     def fetch(self, query: str, k: int) -> list[Passage]:
-        import wikipedia
-        from wikipedia.exceptions import DisambiguationError, PageError
         q = camel_split(clean_query(query))
         if not q:
             return []
-        titles = self._call(wikipedia.search, q, results=max(k, self.cfg.results))
+        titles = self._call(self._search, q, max(k, self.cfg.results))
         out = []
         for rank, title in enumerate(titles):
             if len(out) >= k:
                 break
             try:
                 p = self._page(title, "search", rank)
-            except DisambiguationError as e:
+            except _Disambiguation as e:
                 p = None
                 for opt in list(e.options)[: self.cfg.disambiguation_options]:
                     try:
                         p = self._page(opt, "disambiguation", rank)
-                    except (DisambiguationError, PageError):
+                    except (_Disambiguation, _PageMissing):
                         continue
                     if p and p.text:
                         break
@@ -600,6 +620,7 @@ def main(argv=None) -> int:
     q.add_argument("-k", type=int, default=3)
     q.add_argument("queries", nargs="+")
     a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         if a.cmd == "build":
             info = build_kb(a.out, a.inputs)
@@ -610,7 +631,7 @@ def main(argv=None) -> int:
                 print(f"== {query!r}")
                 for p in kb.lookup(query, a.k):
                     print(f"  [{p.match} {p.score}] {p.title}: {p.text[:150]}")
-    except (InputFormatError, FileNotFoundError, ResourceMissing, ValueError) as e:
+    except (FileNotFoundError, ResourceMissing, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
