@@ -4,6 +4,7 @@ from PIL import Image
 
 from tvolib import images
 from tvolib.data import load_dataset, statistics
+from tvolib.vfo.encoders import make_transform
 
 
 def rgb(w=64, h=48, seed=0):
@@ -68,7 +69,7 @@ def test_flagged_tweets_are_kept_and_counted(tmp_path, bad_images):
 
 @pytest.mark.parametrize("encoder,mean", [("efficientnet_lite0", 0.485), ("vit_base_patch32_224", 0.5)])
 def test_transform_follows_encoder_config(encoder, mean):
-    tf = images.make_transform(encoder)
+    tf = make_transform(encoder)
     x = tf(Image.new("RGB", (256, 180), (255, 255, 255)))
     assert x.shape == (3, 224, 224)
     # white normalised with the encoder's own mean/std

@@ -126,8 +126,7 @@ def test_object_features_recomputed_when_boxes_change(tmp_path):
     assert st3["computed"] == 1 and not torch.allclose(fc["s0001"], fc3["s0001"])
 
 
-def test_thresholds_from_the_environment(monkeypatch):
-    monkeypatch.setenv("TVOMNER_GROUNDING_BOX_THRESHOLD", "0.5")
-    monkeypatch.setenv("TVOMNER_GROUNDING_TEXT_THRESHOLD", "0.4")
-    cfg = G.GroundingConfig.from_env()
+def test_thresholds_from_the_environment():
+    cfg = G.GroundingConfig.from_env({"TVOMNER_GROUNDING_BOX_THRESHOLD": "0.5",
+                                      "TVOMNER_GROUNDING_TEXT_THRESHOLD": "0.4"})
     assert (cfg.box_threshold, cfg.text_threshold) == (0.5, 0.4)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Callable
 
 from PIL import Image, ImageFile
 
@@ -101,28 +100,3 @@ def check_dataset_images(ds) -> Counter:
 def image_report(ds) -> dict[str, int]:
     """Counts of image statuses over the dataset (after ``check_dataset_images``)."""
     return dict(Counter(t.image_status.split(" (")[0] for t in ds.all()))
-
-
-def encoder_data_config(model_or_name) -> dict:
-    """The timm data config (mean, std, interpolation, input size) of an image encoder."""
-    import timm
-    from timm.data import resolve_model_data_config
-    model = timm.create_model(model_or_name, pretrained=False) if isinstance(model_or_name, str) \
-        else model_or_name
-    return resolve_model_data_config(model)
-
-
-def make_transform(model_or_name, size: int = 224) -> Callable[[Image.Image], "torch.Tensor"]:
-    """PIL RGB image → normalised tensor ``(3, size, size)``.
-
-    Mean, std and interpolation come from the encoder's own timm config; the image is reshaped to
-    ``size`` x ``size`` without cropping (the paper: "all images are reshaped into 224 x 224"), so
-    nothing near the border is lost.
-    """
-    from torchvision import transforms as T
-    cfg = encoder_data_config(model_or_name)
-    interp = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR,
-              "nearest": T.InterpolationMode.NEAREST}.get(cfg.get("interpolation", "bicubic"),
-                                                          T.InterpolationMode.BICUBIC)
-    return T.Compose([T.Resize((size, size), interpolation=interp, antialias=True), T.ToTensor(),
-                      T.Normalize(mean=cfg["mean"], std=cfg["std"])])

@@ -18,7 +18,9 @@ import re
 from dataclasses import dataclass
 
 import torch
+from transformers import AutoModel, AutoTokenizer
 
+from ..cache import stable_hash
 from ..weights import ResourceMissing, resolve_text_encoder
 
 
@@ -27,7 +29,6 @@ class SentenceEncoder:
 
     def __init__(self, name: str = "minilm", device: str = "cpu", max_length: int = 128,
                  _model=None, _tokenizer=None):
-        from transformers import AutoModel, AutoTokenizer
         self.name = name
         self.device = torch.device(device)
         self.max_length = max_length
@@ -46,7 +47,6 @@ class SentenceEncoder:
     def from_config(cls, config, tokenizer=None, device: str = "cpu") -> "SentenceEncoder":
         """Random weights from a transformers config (tests). The tokenizer defaults to MiniLM's
         vocabulary (a local file, no network); ``config.vocab_size`` must cover it."""
-        from transformers import AutoModel, AutoTokenizer
         if tokenizer is None:
             tokenizer = AutoTokenizer.from_pretrained(resolve_text_encoder("minilm"))
         model = AutoModel.from_config(config)
@@ -99,7 +99,6 @@ class RelevanceConfig:
     encoder: str = "minilm"
 
     def hash(self) -> str:
-        from ..cache import stable_hash
         return stable_hash(dataclasses.asdict(self))
 
 

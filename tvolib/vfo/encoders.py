@@ -24,13 +24,41 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+import timm
 import torch
+from PIL import Image
+from timm.data import resolve_model_data_config
+from torchvision import transforms as T
+from tqdm.auto import tqdm
 
 from ..cache import FeatureCache, stable_hash
-from ..images import load_image, make_transform, usable
-from ..weights import timm_weights_cached  # noqa: E402  (re-exported)
+from ..config import DEFAULT_IMAGE_ENCODER, PAPER_IMAGE_ENCODER
+from ..images import load_image, usable
+from ..weights import ResourceMissing, create_image_encoder, timm_weights_cached
 
 EMPTY = torch.zeros(0)      # the masked row of a feature cache
+
+
+def encoder_data_config(model_or_name) -> dict:
+    """The timm data config (mean, std, interpolation, input size) of an image encoder."""
+    model = timm.create_model(model_or_name, pretrained=False) if isinstance(model_or_name, str) \
+        else model_or_name
+    return resolve_model_data_config(model)
+
+
+def make_transform(model_or_name, size: int = 224) -> Callable[[Image.Image], "torch.Tensor"]:
+    """PIL RGB image → normalised tensor ``(3, size, size)``.
+
+    Mean, std and interpolation come from the encoder's own timm config; the image is reshaped to
+    ``size`` x ``size`` without cropping (the paper: "all images are reshaped into 224 x 224"), so
+    nothing near the border is lost.
+    """
+    cfg = encoder_data_config(model_or_name)
+    interp = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR,
+              "nearest": T.InterpolationMode.NEAREST}.get(cfg.get("interpolation", "bicubic"),
+                                                          T.InterpolationMode.BICUBIC)
+    return T.Compose([T.Resize((size, size), interpolation=interp, antialias=True), T.ToTensor(),
+                      T.Normalize(mean=cfg["mean"], std=cfg["std"])])
 
 
 def safe_name(name: str) -> str:
@@ -42,7 +70,6 @@ def safe_name(name: str) -> str:
 def resolve_image_encoder(name: str, weights: str | None = None) -> str:
     """``"auto"``: the paper's ViT-B/32 when its weights are here (a local file or the HF cache),
     else the offline default EfficientNet-Lite0. Any other name is returned unchanged."""
-    from ..config import DEFAULT_IMAGE_ENCODER, PAPER_IMAGE_ENCODER
     if name != "auto":
         return name
     return PAPER_IMAGE_ENCODER if weights or timm_weights_cached(PAPER_IMAGE_ENCODER) else DEFAULT_IMAGE_ENCODER
@@ -59,7 +86,6 @@ class ImageEncoder:
 
     def __init__(self, name: str = "efficientnet_lite0", weights: str | None = None,
                  allow_random: bool = False, device: str = "cpu", model=None):
-        from ..weights import ResourceMissing, create_image_encoder
         name = resolve_image_encoder(name, weights)
         self.name = name
         self.weights = weights
@@ -73,7 +99,6 @@ class ImageEncoder:
                         f"no weights for image encoder {name!r} on this machine. Pass image_weights=<local "
                         f"file>, put the timm weights in the local HF cache, or use the offline default "
                         f"'efficientnet_lite0'.")
-                import timm
                 model = timm.create_model(name, pretrained=False, num_classes=0)
                 self.random_weights = True
             else:
@@ -104,7 +129,6 @@ class ImageEncoder:
 def _progress(it, total: int, desc: str, progress: bool):
     if not progress:
         return it
-    from tqdm.auto import tqdm
     return tqdm(it, total=total, desc=desc)
 
 

@@ -3,7 +3,7 @@
 
 * ``Grounder`` — transformers' GroundingDINO (``GroundingDinoForObjectDetection`` + its
   ``AutoProcessor``) from a Hugging Face name already in the local cache or a local folder
-  (``TVOMNER_GROUNDING_MODEL`` or ``GroundingConfig.model``; e.g. a download of
+  (``GroundingConfig.model``, which the edge reads from ``TVOMNER_GROUNDING_MODEL``; e.g. a download of
   ``IDEA-Research/grounding-dino-tiny``; thresholds: ``TVOMNER_GROUNDING_BOX_THRESHOLD`` /
   ``TVOMNER_GROUNDING_TEXT_THRESHOLD``, defaults 0.35 / 0.25). Each phrase is grounded on its own (one text prompt
   ``"<phrase>."`` per phrase, all phrases of an image in one batch) and its best box(es) above
@@ -28,17 +28,20 @@
 from __future__ import annotations
 
 import hashlib
-import os
+import json
 import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import torch
+from tqdm.auto import tqdm
+from transformers import AutoProcessor, GroundingDinoForObjectDetection
 
 from ..cache import FeatureCache, JsonlCache, stable_hash
 from ..images import load_image, usable
+from ..io import DataFormatError, iter_jsonl
 from ..weights import ResourceMissing
 from .encoders import EMPTY, ImageEncoder
 
@@ -52,8 +55,9 @@ class GroundingConfig:
     device: str = "cpu"
 
     @classmethod
-    def from_env(cls, **overrides) -> "GroundingConfig":
-        env = os.environ
+    def from_env(cls, env: Mapping[str, str], **overrides) -> "GroundingConfig":
+        """The model and thresholds named by ``TVOMNER_GROUNDING_*`` in ``env`` (the edge passes
+        ``os.environ``)."""
         cfg = cls(model=env.get("TVOMNER_GROUNDING_MODEL") or None,
                   box_threshold=float(env.get("TVOMNER_GROUNDING_BOX_THRESHOLD", cls.box_threshold)),
                   text_threshold=float(env.get("TVOMNER_GROUNDING_TEXT_THRESHOLD", cls.text_threshold)))
@@ -73,7 +77,6 @@ class Grounder:
                     "no grounding weights: set TVOMNER_GROUNDING_MODEL to a local GroundingDINO "
                     "folder (e.g. `huggingface-cli download IDEA-Research/grounding-dino-tiny` where "
                     "you have network), or provide boxes in the boxes cache / DataConfig.boxes")
-            from transformers import AutoProcessor, GroundingDinoForObjectDetection
             try:
                 processor = AutoProcessor.from_pretrained(cfg.model, local_files_only=True)
                 model = GroundingDinoForObjectDetection.from_pretrained(cfg.model, local_files_only=True)
@@ -139,10 +142,7 @@ def ground_images(items: dict[str, tuple[str | Path | None, list[str]]], cache: 
     todo = [k for k, (_, ph) in items.items()
             if k not in cache or cache[k].get("phrases_hash") != stable_hash(ph)]
     g = None
-    it = todo
-    if progress and todo:
-        from tqdm.auto import tqdm
-        it = tqdm(todo, desc=Path(cache.path).name)
+    it = tqdm(todo, desc=Path(cache.path).name) if progress and todo else todo
     n_boxes = 0
     for k in it:
         path, phrases = items[k]
@@ -175,21 +175,17 @@ def import_boxes(path: str | Path, cache: JsonlCache, phrases: dict[str, list[st
     none for unrelated images (``related: false``, the LLM's ``[]``). When ``phrases`` are given and
     their number matches, each box is attached to its phrase (the sample writes them in order).
     ``keep``: only these IMGIDs. Returns how many records were added (existing ones are kept)."""
-    import json
     path = Path(path)
     if not path.exists():
         raise ResourceMissing(f"boxes file {path} not found")
     added = 0
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
+    for i, r in iter_jsonl(path):
         try:
-            r = json.loads(line)
             k = str(r["imgid"])
             objs = [o for o in r.get("objects", []) if o.get("type")] if r.get("related", True) else []
             boxes_xyxy = [[float(v) for v in o["box"]] for o in objs]
-        except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{path}:{i}: bad boxes record ({e})") from None
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise DataFormatError(path, i, f"bad boxes record ({type(e).__name__}: {e})") from None
         if k in cache or not r.get("image_written", True) or (keep is not None and k not in keep):
             continue
         ph = (phrases or {}).get(k)
@@ -239,7 +235,6 @@ def object_features(items: dict[str, tuple[str | Path | None, list[dict]]], cach
 
     The feature cache remembers the boxes each row was made from (a hash per IMGID in the file's
     metadata) and recomputes rows whose boxes changed."""
-    import json
     t0 = time.perf_counter()
     cache = FeatureCache(cache_path)
     made_from = json.loads(cache.metadata.get("boxes_hashes", "{}"))
@@ -249,10 +244,7 @@ def object_features(items: dict[str, tuple[str | Path | None, list[dict]]], cach
     if todo:
         enc = encoder() if not isinstance(encoder, ImageEncoder) else encoder
         cache.metadata.update({"encoder": enc.name, "dim": str(enc.dim), "kind": "object-mean"})
-        it = todo
-        if progress:
-            from tqdm.auto import tqdm
-            it = tqdm(todo, desc=Path(cache_path).name)
+        it = tqdm(todo, desc=Path(cache_path).name) if progress else todo
         pending: list[tuple[str, list]] = []       # crops of several images share one batch
 
         def run():
