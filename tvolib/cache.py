@@ -67,7 +67,7 @@ class JsonlCache:
     >>> if "NBA" not in c: c.append({"query": "NBA", "passages": [...], "source": "wikipedia"})
 
     ``key`` may name several fields, e.g. ``("key", "id")``: a record is indexed by the first of them
-    it holds (records written before a file's key field existed keep their old key).
+    it holds, so records keyed by one field and records keyed by another can share a file.
     """
 
     def __init__(self, path: str | Path, key: str | tuple[str, ...] = "id"):
