@@ -146,6 +146,13 @@ def test_jsonl_tweet_errors_name_file_and_line(tmp_path, rec, msg):
         read_tweets(p)
 
 
+def test_text_starting_with_a_brace(tmp_path):
+    p = write(tmp_path, "{Breaking} news from Paris\n")
+    with pytest.raises(DataFormatError, match=r"in\.txt:1: not valid JSON .*give fmt='text'"):
+        read_tweets(p)
+    assert read_tweets(p, "text")[0].tokens == ["{Breaking}", "news", "from", "Paris"]
+
+
 def test_jsonl_bad_line(tmp_path):
     p = write(tmp_path, '{"id": "1", "text": "x"}\n{"id": "2", "text": \n', "t.jsonl")
     with pytest.raises(DataFormatError, match=r"t\.jsonl:2: not valid JSON"):

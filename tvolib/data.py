@@ -44,7 +44,7 @@ class DataFormatError(ValueError):
     """A benchmark file that cannot be read; the message names file and line."""
 
     def __init__(self, path, line: int | None, message: str):
-        self.path, self.line = str(path), line
+        self.path, self.line, self.message = str(path), line, message
         where = f"{path}:{line}" if line is not None else f"{path}"
         super().__init__(f"{where}: {message}")
 

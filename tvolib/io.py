@@ -115,9 +115,13 @@ def read_tweets(path: str | Path, fmt: str = "auto") -> list[Tweet]:
     first = next(((i, l) for i, l in enumerate(lines, 1) if l.strip()), (0, ""))
     if fmt == "auto":
         head = first[1].lstrip()
-        fmt = "conll" if head.startswith("IMGID:") else "jsonl" if head.startswith("{") else "text"
-    if fmt == "jsonl":
-        return _read_jsonl_tweets(path)
+        if head.startswith("{"):
+            try:
+                return _read_jsonl_tweets(path)
+            except DataFormatError as e:
+                raise DataFormatError(path, e.line, f"{e.message} (read as JSONL since the first "
+                                                    f"line starts with '{{'; give fmt='text' for plain text)") from None
+        fmt = "conll" if head.startswith("IMGID:") else "text"
     if fmt == "conll":
         tweets = read_conll(path, split="test", labels="optional")
         return [dataclasses.replace(t, labels=["O"] * len(t.tokens)) for t in tweets]
