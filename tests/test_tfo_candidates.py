@@ -269,3 +269,17 @@ def test_two_processes_sharing_a_cache_build_everything_once(tmp_path):
     recs = [json.loads(l) for l in (tmp_path / "cache" / "candidates.jsonl").read_text().splitlines()]
     assert len(recs) == 18 and max(Counter(r["key"] for r in recs).values()) == 1
     assert (tmp_path / "out-p1.json").read_text() == (tmp_path / "out-p2.json").read_text()
+
+
+def test_a_damaged_tagger_is_refused_naming_the_file(tmp_path):
+    full = load_dataset(SAMPLE_DIR / "data", None, "sample", max_samples=4)
+    cfg = TaggerConfig(epochs=1, k_folds=2, batch_size=4)
+    path = ensure_tagger(full["train"], cfg, tagger_dir(tmp_path, cfg, full["train"]), factory)
+    model, info = load_tagger(path)
+    assert info["weights_hash"] == C.weights_hash(model)
+    f = path / "tagger.safetensors"
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 4096] = bytes(4096)            # 4 KB of tensor data overwritten
+    f.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"tagger\.safetensors: the weights hash to .* as tagger.json records"):
+        load_tagger(path)

@@ -52,7 +52,7 @@ from typing import Callable
 
 import torch
 from filelock import FileLock
-from safetensors.torch import load_file
+from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
@@ -372,7 +372,8 @@ def read_tagger_info(path: str | Path) -> dict | None:
 
 def load_tagger(path: str | Path) -> tuple[CandidateTagger, dict]:
     """A saved tagger (``save_tagger``) and its ``tagger.json``; a missing or damaged part is an
-    error naming the file."""
+    error naming the file. The weights must hash to ``tagger.json``'s ``weights_hash`` (one SHA-256
+    pass over the file, which is read once anyway)."""
     path = Path(path)
     info = read_tagger_info(path)
     if info is None:
@@ -387,10 +388,17 @@ def load_tagger(path: str | Path) -> tuple[CandidateTagger, dict]:
     model = CandidateTagger(info.get("name", "tagger"), info.get("dropout", 0.1),
                             _backbone=AutoModel.from_config(config), _tokenizer=tokenizer)
     weights = path / "tagger.safetensors"
+    if not weights.is_file():
+        raise ValueError(f"{weights}: not a readable safetensors file (missing)")
+    data = weights.read_bytes()
     try:
-        state = load_file(str(weights))
-    except Exception as e:   # missing file or a damaged header
+        state = load_tensors(data)
+    except Exception as e:   # a damaged header
         raise ValueError(f"{weights}: not a readable safetensors file ({type(e).__name__}: {e})") from None
+    got = hashlib.sha256(data).hexdigest()[:16]
+    if info.get("weights_hash") not in (None, got):
+        raise ValueError(f"{weights}: the weights hash to {got}, not to {info['weights_hash']} as tagger.json "
+                         f"records: the file is damaged or was replaced; copy the tagger folder again")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"{weights}: weights do not fit the tagger (missing {missing[:3]}, unexpected {unexpected[:3]})")
