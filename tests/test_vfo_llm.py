@@ -231,7 +231,7 @@ def test_fault_injection_loses_no_record(tmp_path):
     cache = JsonlCache(tmp_path / "p.jsonl", key="imgid")
     lost = len(TWEETS) - len(cache)
     print(f"fault injection: {len(fake.log)} requests, {dict(outcomes)}, records lost: {lost}")
-    assert lost == 0 and not s.failed
+    assert lost == 0 and not s.failed, s.failed
     assert max(lines_per_key(tmp_path / "p.jsonl").values()) == 1     # nothing written twice
     for k, (text, _) in TWEETS.items():
         assert cache[k]["phrases"] == expected_phrases(text)          # no answers mixed up
@@ -247,6 +247,18 @@ def test_permanent_failure_is_reported_not_written(tmp_path):
     assert len(s.failed) == 3 and s.computed == 0
     assert not (tmp_path / "p.jsonl").exists() or len(JsonlCache(tmp_path / "p.jsonl", key="imgid")) == 0
     assert len(fake.log) == 3 * 3
+
+
+@pytest.mark.parametrize("fault, requests", [("garbage", 3), ("malformed", 2)])
+def test_unreadable_or_malformed_answers_are_reported_never_invented(tmp_path, fault, requests):
+    """Unreadable bodies are asked again up to ``max_retries`` times, unparseable answers up to
+    ``parse_retries`` times; then the key is reported as failed and nothing is written."""
+    with FakeLLM(faults={fault: 1.0}) as fake:
+        client = client_for(fake.url, max_retries=2, parse_retries=1)
+        with pytest.warns(UserWarning, match="failed"):
+            s = generate_phrases(dict(list(TWEETS.items())[:1]), tmp_path / "p.jsonl", client)
+    assert len(s.failed) == 1 and s.computed == 0 and len(fake.log) == requests
+    assert not (tmp_path / "p.jsonl").exists() or len(JsonlCache(tmp_path / "p.jsonl", key="imgid")) == 0
 
 
 def test_stale_prompt_hash_is_recomputed(tmp_path):

@@ -14,8 +14,9 @@ The edge builds the configuration from the environment (``LLMConfig.from_env(os.
 
 Robustness: the openai client retries every request itself (``max_retries``, ``timeout``: exponential
 backoff with jitter on 408/409/429/5xx, honouring ``Retry-After``, timeouts and connection errors); an
-answer whose body cannot be read, or whose text cannot be parsed, is asked again (``parse_retries``)
-and is never invented: a key still failing is reported and left out of the cache. Requests run in a thread pool of
+answer whose body cannot be read is asked again (up to ``max_retries`` times), one whose text cannot be
+parsed too (``parse_retries``); nothing is invented: a key still failing is reported and left out of
+the cache. Requests run in a thread pool of
 ``concurrency`` workers. Every finished record is appended to a JSONL cache (``JsonlCache``: one
 line per record, flushed and fsync'ed) **by the worker that finished it**, so a run interrupted at
 any point (Ctrl-C, kill -9, a crash) resumes where it stopped: finished records are neither lost
@@ -205,7 +206,7 @@ class LLMConfig:
     api_key: str | None = field(default=None, repr=False)
     concurrency: int = 4
     max_retries: int = 6            # per request (the openai client's own: 408/409/429/5xx, timeouts)
-    parse_retries: int = 2          # extra requests when the answer cannot be read or parsed
+    parse_retries: int = 2          # extra requests when the answer cannot be parsed
     timeout: float = 60.0           # seconds per request
     temperature: float = 0.0
     max_tokens: int = 256
@@ -333,20 +334,25 @@ def _run_cached(keys: list[str], cache: JsonlCache, make_messages: Callable[[str
     def work(k: str) -> None:
         msgs = make_messages(k)
         p_tok = c_tok = attempts = 0
-        for _ in range(client.cfg.parse_retries + 1):
+        parses_left, unreadable_left = client.cfg.parse_retries + 1, client.cfg.max_retries
+        while parses_left > 0:
             try:
                 comp = client.chat(msgs, model=model)
-            except UnreadableAnswer as e:
+            except UnreadableAnswer as e:     # a transport fault the client does not retry: max_retries
                 attempts += e.attempts
                 err = e
+                if unreadable_left == 0:
+                    break
+                unreadable_left -= 1
                 continue
             p_tok += comp.prompt_tokens
             c_tok += comp.completion_tokens
             attempts += comp.attempts
             try:
                 value = parse(comp.text)
-            except ParseError as e:
+            except ParseError as e:           # a readable answer that says nothing usable: parse_retries
                 err = e
+                parses_left -= 1
                 continue
             comp = Completion(comp.text, p_tok, c_tok, attempts)
             cache.append(make_record(k, value, comp))      # durable before anything else
@@ -360,7 +366,7 @@ def _run_cached(keys: list[str], cache: JsonlCache, make_messages: Callable[[str
             summ.prompt_tokens += p_tok
             summ.completion_tokens += c_tok
             summ.requests += attempts
-        raise LLMError(f"unparseable answer after {client.cfg.parse_retries + 1} tries: {err}")
+        raise LLMError(f"no usable answer after {attempts} requests: {err}")
 
     bar = tqdm(total=len(todo), desc=desc) if progress and todo else None
     pool = ThreadPoolExecutor(max_workers=max(1, client.cfg.concurrency))
