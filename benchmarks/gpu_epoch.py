@@ -38,7 +38,7 @@ def main(argv=None):
     from tvolib.config import ModelConfig, TrainConfig
     from tvolib.model import TVOMNER
     from tvolib.tfo.encoder import TextEncoder
-    from tvolib.inputs import TEXT_KEYS
+    from tvolib.model import TEXT_KEYS
     from tvolib.train import param_groups
     from tvolib.vfo.fusion import GLOB_CAPTION, OBJ_PHRASES
     device = torch.device(args.device)

@@ -4,7 +4,7 @@
     python benchmarks/visual_probe.py --settings full --seeds 1 --model_set gate_init=0.95
 
 Generates the benchmark with ``tvolib.sample.probe`` (into ``--data``, once: 2000 / 500 / 1000 tweets),
-trains each setting for each seed (``tvolib.probing.train_on_probe``: the 2000 training tweets,
+trains each setting for each seed (``tvolib.visual_probe.train_on_probe``: the 2000 training tweets,
 2 epochs, batch 16, lr 3e-5 for MiniLM and 1e-3 for the new layers, 48 sub-tokens, bf16 where the CPU
 has it) and probes each trained model on the test split (``tvolib.probing.branch_probe``): F1 on the
 ``ambiguous`` tweets (the type is in the image only) and on the rest, F1 when every tweet gets another
@@ -30,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+from tvolib.config import DEFAULT_MAX_LENGTH
+
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = ("full", "text-only")
 
@@ -45,7 +47,8 @@ def _coerce(v: str):
 
 def run_one(setting: str, seed: int, args, overrides: dict) -> dict:
     import torch
-    from tvolib.probing import subset_groups, train_on_probe
+    from tvolib.probing import subset_groups
+    from tvolib.visual_probe import train_on_probe
 
     tag = "".join(f"+{k}{v}" for k, v in sorted(overrides.items()))
     out_dir = Path(args.runs) / f"{setting}{tag}-s{seed}"
@@ -135,7 +138,7 @@ def main(argv=None):
     ap.add_argument("--batch_size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=3e-5)
     ap.add_argument("--head_lr", type=float, default=1e-3)
-    ap.add_argument("--max_length", type=int, default=48)
+    ap.add_argument("--max_length", type=int, default=DEFAULT_MAX_LENGTH)
     ap.add_argument("--max_train_samples", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--model_set", action="append", default=[], metavar="FIELD=VALUE",

@@ -50,7 +50,7 @@ def test_checkpoint_alone_reproduces_test_predictions(trained, tmp_path):
 
 
 def test_read_tweets_text_and_conll(tmp_path):
-    from tvolib.predict import read_tweets
+    from tvolib.io import read_tweets
     p = tmp_path / "t.txt"
     p.write_text("Obama visits Paris\n\n12345\tRT @nba : Curry scores 40\n", encoding="utf-8")
     tw = read_tweets(p)
@@ -128,9 +128,9 @@ def test_notebook_runs_on_sample(nb, params, tmp_path):
 
 def test_cli_train_parses_hf_style_args(tmp_path, monkeypatch):
     """``tvomner train`` builds the three configs from ``--field value`` and ``--ablation``."""
-    import tvolib.train
+    import tvolib.cli
     seen = {}
-    monkeypatch.setattr(tvolib.train, "train", lambda d, m, t: seen.update(d=d, m=m, t=t) or {})
+    monkeypatch.setattr(tvolib.cli, "train", lambda d, m, t: seen.update(d=d, m=m, t=t) or {})
     from tvolib.cli import main
     assert main(["train", "--ablation", "w/o O-V", "--image_dir", "none", "--epochs", "2", "--lr", "5e-5",
                  "--use_vae", "false", "--output_dir", str(tmp_path / "r"), "--max_length", "96"]) == 0
@@ -149,12 +149,14 @@ def test_word_baseline_checkpoint_is_self_contained(tmp_path, monkeypatch):
     model = ModelConfig(arch="cnn_bilstm_crf", visual="none", use_candidates=False, lstm_hidden=8)
     res = train(data, model, TrainConfig(output_dir=str(tmp_path / "run"), epochs=1, batch_size=8,
                                          micro_batch_size=8, progress=False))
-    import tvolib.weights
+    import tvolib.assemble
+    import tvolib.inputs
     from tvolib.weights import ResourceMissing
 
     def gone(name):
         raise ResourceMissing("no encoder here")
-    monkeypatch.setattr(tvolib.weights, "resolve_text_encoder", gone)
+    for module in (tvolib.assemble, tvolib.inputs):
+        monkeypatch.setattr(module, "resolve_text_encoder", gone)
     out = predict(res["checkpoint"], ["Obama visits Paris"])
     assert len(out[0]["labels"]) == 3
 
@@ -216,19 +218,19 @@ def test_candidates_cache_follows_the_tagger_settings(tmp_path):
                                        "test": [tw(3, "test", ["NBA", "finals"])]})
     factory = lambda: CandidateTagger.from_config(tiny_encoder_config(16))
     cfg = TaggerConfig(encoder="random:bert", epochs=1, k_folds=1, batch_size=2)
-    c = make_candidates(ds, tmp_path / "c.jsonl", cfg, model_factory=factory, log=None)
+    c = make_candidates(ds, tmp_path / "c.jsonl", cfg, model_factory=factory)
     assert c["3"]["epochs"] == 1
     cfg2 = dataclasses.replace(cfg, epochs=2)
-    c = make_candidates(ds, tmp_path / "c.jsonl", cfg2, model_factory=factory, log=None)
+    c = make_candidates(ds, tmp_path / "c.jsonl", cfg2, model_factory=factory)
     assert c["3"]["epochs"] == 2 and c["3"]["config_hash"] == cfg2.hash()
     ds.splits["test"][0].tokens = ["I", "like", "pizza"]; ds.splits["test"][0].labels = ["O"] * 3
-    c = make_candidates(ds, tmp_path / "c.jsonl", cfg2, model_factory=factory, log=None)
+    c = make_candidates(ds, tmp_path / "c.jsonl", cfg2, model_factory=factory)
     assert all(x in ("I", "like", "pizza", "I like", "like pizza", "I like pizza") for x in c["3"]["candidates"])
     from tvolib.tfo.candidates import tagger_dir
     assert (tagger_dir(tmp_path, cfg2, ds.splits["train"]) / "tagger.json").exists()   # the full-train tagger is kept
 
 
-def test_checkpoint_alone_tags_another_corpus_with_its_own_tagger(tmp_path, stand_ins, tiny_tagger):
+def test_checkpoint_alone_tags_another_corpus_with_its_own_tagger(tmp_path, stand_ins, tiny_tagger, monkeypatch):
     """Full model: the checkpoint folder, copied alone, tags new tweets (no training data, no images)."""
     from tvolib.predict import Predictor
     from tvolib.train import train
@@ -236,6 +238,10 @@ def test_checkpoint_alone_tags_another_corpus_with_its_own_tagger(tmp_path, stan
     res = train(data, ModelConfig(num_heads=4, lstm_hidden=8, latent_dim=6),
                 TrainConfig(output_dir=str(tmp_path / "run"), epochs=1, batch_size=8, micro_batch_size=8,
                             progress=False, precision="fp32"), encoder_config=tiny_encoder_config())
+    import tvolib.inputs
+    import tvolib.tfo.pipeline
+    # one input builder for training and prediction: the checkpoint's tagger tags the new tweets for real
+    monkeypatch.setattr(tvolib.inputs, "augmentations", tvolib.tfo.pipeline.augmentations)
     alone = tmp_path / "elsewhere" / "ckpt"
     shutil.copytree(res["checkpoint"], alone)
     assert (alone / "tagger" / "tagger.json").exists() and (alone / "encoder" / "config.json").exists()
@@ -263,7 +269,7 @@ def text_checkpoint_with_candidates(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("kn")
     mp = pytest.MonkeyPatch()
     from test_train import fake_augmentations
-    mp.setattr(tvolib.inputs, "text_augmentations", fake_augmentations)
+    mp.setattr(tvolib.inputs, "augmentations", fake_augmentations)
     mp.setattr(tvolib.inputs, "candidate_tagger", lambda *a, **k: None)
     try:
         res = train(DataConfig(cache_dir=str(tmp / "cache"), max_length=64, max_train_samples=16, max_eval_samples=8),
@@ -276,7 +282,8 @@ def text_checkpoint_with_candidates(tmp_path_factory):
 
 
 def test_two_files_with_the_same_ids_never_share_knowledge(text_checkpoint_with_candidates, tmp_path):
-    from tvolib.predict import Predictor, read_tweets
+    from tvolib.io import read_tweets
+    from tvolib.predict import Predictor
     a, b = tmp_path / "a.txt", tmp_path / "b.txt"
     a.write_text("Barack Obama visits Paris\n", encoding="utf-8")
     b.write_text("i like pizza\n", encoding="utf-8")
@@ -284,7 +291,7 @@ def test_two_files_with_the_same_ids_never_share_knowledge(text_checkpoint_with_
 
     def run(f):
         p = Predictor.from_checkpoint(text_checkpoint_with_candidates, cache_dir=cache)
-        p.tagger, p.tagger_info = CapitalisedTagger(), {"weights_hash": "capitalised"}
+        p.tagger = (CapitalisedTagger(), {"weights_hash": "capitalised"})
         return p.predict(read_tweets(f))[0]
     ra = run(a)
     assert ra["id"] == "line1" and ra["candidates"][0]["text"] == "Barack Obama"
@@ -302,7 +309,7 @@ def test_tweet_files_checkpoint_without_knowledge_says_so_with_the_coverage(text
     p = Predictor.from_checkpoint(text_checkpoint_with_candidates, cache_dir=str(tmp_path / "pc"))
     p.model_cfg = dataclasses.replace(p.model_cfg, knowledge_source="tweet_files")
     p.data_cfg = dataclasses.replace(p.data_cfg, knowledge_file=None)
-    p.tagger, p.tagger_info = CapitalisedTagger(), {"weights_hash": "capitalised"}
+    p.tagger = (CapitalisedTagger(), {"weights_hash": "capitalised"})
     kf = tmp_path / "k.jsonl"
     kf.write_text(json.dumps({"split": "test", "imgid": "7", "aux": "Obama is a politician."}) + "\n")
     assert p.predict([], knowledge_file=kf) == []
@@ -316,7 +323,7 @@ def test_tweet_files_checkpoint_without_knowledge_says_so_with_the_coverage(text
 
 def test_bad_inputs_name_file_and_line(tmp_path, trained):
     from tvolib.data import DataFormatError
-    from tvolib.predict import read_tweets
+    from tvolib.io import read_tweets
     f = tmp_path / "noimgid.conll"
     f.write_text("Obama\tB-PER\nspeaks\tO\n", encoding="utf-8")
     with pytest.raises(DataFormatError, match=rf"{f.name}:1: looks like CoNLL"):
@@ -343,18 +350,19 @@ def test_bad_inputs_name_file_and_line(tmp_path, trained):
     bad = tmp_path / "bad"
     shutil.copytree(ckpt, bad)
     (bad / "model.safetensors").write_bytes(b"\x00garbage")
-    with pytest.raises(ValueError, match=r"bad/model\.safetensors: not a readable safetensors file"):
+    with pytest.raises(ValueError, match=r"bad/model\.safetensors: sha256 differs"):
         load_checkpoint(bad)
     shutil.rmtree(bad)
     shutil.copytree(ckpt, bad)
     shutil.rmtree(bad / "encoder")
-    with pytest.raises(FileNotFoundError, match=r"bad/encoder: missing"):
+    with pytest.raises(FileNotFoundError, match=r"bad/encoder/config.json: missing"):
         load_checkpoint(bad)
 
 
 def test_predictor_api_and_exports(trained, tmp_path):
     from tvolib.data import read_conll
-    from tvolib.predict import Predictor, write_output
+    from tvolib.io import write_output
+    from tvolib.predict import Predictor
     ckpt, _, _, _ = trained
     p = Predictor.from_checkpoint(ckpt, cache_dir=str(tmp_path / "c"))
     res = p.predict(["Steph Curry drops 40", ["hello", "world"]])
@@ -368,7 +376,7 @@ def test_predictor_api_and_exports(trained, tmp_path):
 def test_new_images_without_llm_phrases_go_on_without_objects_and_say_so_once(tmp_path, stand_ins, monkeypatch):
     """The VFO stage refuses (no LLM phrases for a new image): prediction goes on without object
     features, says so once, naming the user's IMGID; images found in any --image_dir are used."""
-    import tvolib.vfo.pipeline
+    import tvolib.inputs
     from test_train import fake_visual_features
     from tvolib.data import Tweet
     from tvolib.predict import Predictor
@@ -380,12 +388,12 @@ def test_new_images_without_llm_phrases_go_on_without_objects_and_say_so_once(tm
                             progress=False, precision="fp32"), encoder_config=tiny_encoder_config())
     seen = []
 
-    def needs_phrases(ds, data_cfg, model_cfg, progress=False):
+    def needs_phrases(ds, model_cfg, res, side, progress=False):
         seen.append((model_cfg.object_source, sorted(str(t.image_path) for t in ds.all() if t.image_path)))
         if model_cfg.object_source == "llm":
             raise ResourceMissing(f"1 tweet(s) with an image have no LLM phrases (e.g. {[t.id for t in ds.all()][:1]})")
-        return fake_visual_features(ds, data_cfg, model_cfg)
-    monkeypatch.setattr(tvolib.vfo.pipeline, "visual_features", needs_phrases)
+        return fake_visual_features(ds, model_cfg, res, side)
+    monkeypatch.setattr(tvolib.inputs, "visual_features", needs_phrases)
     imgs = tmp_path / "imgs"
     imgs.mkdir()
     shutil.copy(REPO / "tvolib" / "sample" / "images" / "s0002.png", imgs / "zz1.png")
@@ -396,3 +404,106 @@ def test_new_images_without_llm_phrases_go_on_without_objects_and_say_so_once(tm
     assert [s[0] for s in seen] == ["llm", "none", "llm", "none"] and seen[0][1] == [str(imgs / "zz1.png")]
     notes = [n for n in p.notes if "object features left out" in n]
     assert len(notes) == 1 and "(e.g. ['zz1'])" in notes[0]          # the user's IMGID, not an internal key
+
+
+# ---------------------------------------------------------------------------------------------- resources
+
+
+def test_a_moved_checkpoint_without_cache_dir_writes_to_the_users_cache(trained, tmp_path, monkeypatch):
+    """Without --cache_dir the caches go to $TVOMNER_HOME/predict, never to the training run's cache
+    path recorded in the checkpoint (which another machine does not have)."""
+    from tvolib.predict import Predictor
+    ckpt, _, ds, train_tmp = trained
+    moved = tmp_path / "moved"
+    shutil.copytree(ckpt, moved)
+    monkeypatch.setenv("TVOMNER_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in (train_tmp / "cache").rglob("*"))
+    p = Predictor.from_checkpoint(moved)
+    assert p.cache_root == tmp_path / "home" / "predict"
+    out = p.predict(["Obama visits Paris"])
+    assert len(out[0]["labels"]) == 3
+    assert sorted(p.name for p in (train_tmp / "cache").rglob("*")) == before
+
+
+def test_a_checkpoint_reads_its_own_knowledge_base_from_any_folder(text_checkpoint_with_candidates, tmp_path,
+                                                                   monkeypatch):
+    """The local base travels in the checkpoint (kb.sqlite, hashed): from another working directory
+    and with another data root, the sample-trained model still gets the sample's knowledge; another
+    base is an explicit choice that the notes say."""
+    from tvolib.predict import Predictor
+    ckpt = text_checkpoint_with_candidates
+    assert (ckpt / "kb.sqlite").exists()
+    info = json.loads((ckpt / "checkpoint.json").read_text())
+    assert info["kb"] == "kb.sqlite" and "kb.sqlite" in info["files"]
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    monkeypatch.chdir(other)
+    monkeypatch.setenv("TVOMNER_DATA", str(tmp_path / "no-data"))
+    p = Predictor.from_checkpoint(ckpt, cache_dir=str(tmp_path / "pc"))
+    p.tagger = (CapitalisedTagger(), {"weights_hash": "capitalised"})
+    r = p.predict(["Barack Obama visits Paris"])[0]
+    assert r["candidates"][0]["text"] == "Barack Obama" and "politician" in r["candidates"][0]["knowledge"]
+    assert not [n for n in p.notes if "knowledge" in n and "candidate tagger" not in n]
+    from tvolib.tfo.knowledge import build_kb
+    kb = tmp_path / "other.sqlite"
+    build_kb(kb, [_write_kb(tmp_path)])
+    q = Predictor.from_checkpoint(ckpt, cache_dir=str(tmp_path / "pc2"), kb=str(kb))
+    q.tagger = (CapitalisedTagger(), {"weights_hash": "capitalised"})
+    r2 = q.predict(["Barack Obama visits Paris"])[0]
+    assert "a painter" in r2["candidates"][0]["knowledge"]
+    assert any("not the base this checkpoint was trained with" in n for n in q.notes)
+
+
+def _write_kb(tmp_path):
+    f = tmp_path / "kb.jsonl"
+    f.write_text(json.dumps({"title": "Barack Obama", "text": "Barack Obama is a painter from Lyon."}) + "\n")
+    return f
+
+
+def test_damaged_weights_are_refused_naming_the_file(trained, tmp_path):
+    """A checkpoint records the sha256 of every file; 4 KB overwritten in the tensor data is an error
+    naming model.safetensors, not a NaN gate."""
+    from tvolib.predict import Predictor
+    ckpt, *_ = trained
+    bad = tmp_path / "bad"
+    shutil.copytree(ckpt, bad)
+    f = bad / "model.safetensors"
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 4096] = b"\xff" * 4096
+    f.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"model\.safetensors: sha256 differs"):
+        Predictor.from_checkpoint(bad)
+
+
+def test_a_checkpoint_without_file_hashes_is_refused_until_rehashed_then_predicts_the_same(trained, tmp_path):
+    from tvolib.checkpoint import rehash
+    from tvolib.predict import Predictor
+    ckpt, _, ds, _ = trained
+    old = tmp_path / "old"
+    shutil.copytree(ckpt, old)
+    info = json.loads((old / "checkpoint.json").read_text())
+    del info["files"]
+    (old / "checkpoint.json").write_text(json.dumps(info))
+    with pytest.raises(ValueError, match=r"no file hashes recorded.*tvomner rehash"):
+        Predictor.from_checkpoint(old)
+    rehash(old)
+    tweets = ds.splits["test"][:5]
+    assert [r["labels"] for r in Predictor.from_checkpoint(old, cache_dir=str(tmp_path / "a")).predict(tweets)] == \
+           [r["labels"] for r in Predictor.from_checkpoint(ckpt, cache_dir=str(tmp_path / "b")).predict(tweets)]
+
+
+def test_a_tweet_longer_than_the_encoder_is_tagged_in_windows_and_named(trained, tmp_path):
+    """300 short tweets and a 600-word tweet on line 301: every tweet is tagged; the long one in
+    windows of whole words, named by its input line and id."""
+    from tvolib.io import read_tweets
+    from tvolib.predict import Predictor, word_windows
+    ckpt, *_ = trained
+    f = tmp_path / "t.txt"
+    f.write_text("".join(f"tweet number {i} from Paris\n" for i in range(300)) + " ".join(["Obama"] * 600) + "\n")
+    p = Predictor.from_checkpoint(ckpt, cache_dir=str(tmp_path / "pc"))
+    out = p.predict(read_tweets(f))
+    assert len(out) == 301 and len(out[-1]["labels"]) == 600 and out[-1]["tokens"] == ["Obama"] * 600
+    assert all(len(r["labels"]) == len(r["tokens"]) for r in out)
+    assert any(f"{f}:301" in n and "(id line301)" in n and "windows" in n for n in p.notes)
+    assert word_windows([3, 3, 3], 6) == [(0, 2), (2, 3)] and word_windows([9], 4) == [(0, 1)]

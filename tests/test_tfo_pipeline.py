@@ -8,9 +8,15 @@ from tvolib.config import DataConfig, ModelConfig
 from tvolib.data import entity_spans, load_dataset
 from tvolib.tfo import pipeline as P
 from tvolib.tfo.knowledge import LocalKB, TweetFileSource
+from tvolib.resources import resolve
 from tvolib.tfo.relevance import RelevanceConfig, RelevanceFilter
 
 from test_tfo_relevance import KeywordEncoder
+
+
+def aug(ds, dc, mc, **kw):
+    """``augmentations`` with the resources resolved at the edge, as the input builder gets them."""
+    return P.augmentations(ds, mc, resolve(dc, mc), **kw)
 
 
 @pytest.fixture
@@ -29,19 +35,20 @@ def setup(tmp_path):
 
 def test_switches(setup):
     ds, dc, filt = setup
-    none = P.augmentations(ds, dc, ModelConfig(use_candidates=False), relevance_filter=filt)
+    none = aug(ds, dc, ModelConfig(use_candidates=False), relevance_filter=filt)
     assert set(none) == {t.id for t in ds.all()} and all(v == [] for v in none.values())
-    names = P.augmentations(ds, dc, ModelConfig(use_knowledge=False), relevance_filter=filt)
+    names = aug(ds, dc, ModelConfig(use_knowledge=False), relevance_filter=filt)
     for t in ds.all():
         assert names[t.id] == [(" ".join(t.tokens[s:e]), "") for s, e, _ in entity_spans(t.labels)]
     assert not (dc.dataset_cache / "knowledge.jsonl").exists()
     with pytest.raises(ValueError, match="knowledge_source"):
-        P.augmentations(ds, dc, ModelConfig(knowledge_source="bing"), relevance_filter=filt)
+        aug(ds, dc, ModelConfig(knowledge_source="bing"), relevance_filter=filt)
+    assert resolve(dc, ModelConfig(use_knowledge=False)).knowledge is None       # nothing resolved that is not read
 
 
 def test_local_source_cache_and_resume(setup, monkeypatch):
     ds, dc, filt = setup
-    augs = P.augmentations(ds, dc, ModelConfig(knowledge_source="local"), relevance_filter=filt, log=None)
+    augs = aug(ds, dc, ModelConfig(knowledge_source="local"), relevance_filter=filt)
     assert (dc.dataset_cache / "kb.sqlite").exists()               # the sample's own base, built on the fly
     cov = P.coverage(augs)
     assert cov["candidates"] > 0 and 0 < cov["coverage"] <= 1
@@ -55,7 +62,7 @@ def test_local_source_cache_and_resume(setup, monkeypatch):
     assert augs[r["id"]][0] == (item["candidate"], item["knowledge"])
     # complete cache: no look-ups at all
     monkeypatch.setattr(LocalKB, "lookup", lambda *a, **k: pytest.fail("looked up with a complete cache"))
-    assert P.augmentations(ds, dc, ModelConfig(), relevance_filter=filt, log=None) == augs
+    assert aug(ds, dc, ModelConfig(), relevance_filter=filt) == augs
     # interrupted: only the missing tweets are looked up again
     lines = kpath.read_text().splitlines()
     kpath.write_text("\n".join(lines[:-5]) + "\n")
@@ -63,38 +70,47 @@ def test_local_source_cache_and_resume(setup, monkeypatch):
     monkeypatch.undo()
     real = LocalKB.lookup
     monkeypatch.setattr(LocalKB, "lookup", lambda self, q, k=3, tweet_id=None: calls.append(tweet_id) or real(self, q, k, tweet_id))
-    again = P.augmentations(ds, dc, ModelConfig(), relevance_filter=filt, log=None)
+    again = aug(ds, dc, ModelConfig(), relevance_filter=filt)
     assert again == augs and set(calls) <= {json.loads(l)["id"] for l in lines[-5:]} and calls
     # other filter settings: recomputed, not served stale
     strict = RelevanceFilter(filt.encoder, RelevanceConfig(threshold=1.01, title_threshold=1.01))
-    hi = P.augmentations(ds, dc, ModelConfig(), relevance_filter=strict, log=None)
+    hi = aug(ds, dc, ModelConfig(), relevance_filter=strict)
     assert P.coverage(hi)["with_knowledge"] == 0 < cov["with_knowledge"]
 
 
 def test_tweet_files_source(setup):
     ds, dc, filt = setup
-    augs = P.augmentations(ds, dc, ModelConfig(knowledge_source="tweet_files"), relevance_filter=filt, log=None)
+    augs = aug(ds, dc, ModelConfig(knowledge_source="tweet_files"), relevance_filter=filt)
     assert P.coverage(augs)["coverage"] > 0.5
     recs = JsonlCache(dc.dataset_cache / "knowledge.jsonl", key="key")
     assert all(k.startswith("tweet_files|") for k in recs.keys())
 
 
 def test_default_sources(setup, tmp_path, monkeypatch):
+    """The edge resolves the sources once; a missing one is a clear message before any work."""
     ds, dc, _ = setup
-    assert isinstance(P.knowledge_source("tweet_files", dc), TweetFileSource)
+    assert isinstance(P.knowledge_source(resolve(dc, ModelConfig(knowledge_source="tweet_files"))), TweetFileSource)
     real = DataConfig(data_dir=str(tmp_path), dataset="nowhere", cache_dir=str(tmp_path / "c"))
     monkeypatch.setenv("TVOMNER_KB_DIR", str(tmp_path / "empty"))
     monkeypatch.setenv("TVOMNER_LLM_KNOWLEDGE_DIR", str(tmp_path / "empty"))
     from tvolib.weights import ResourceMissing
     with pytest.raises(ResourceMissing, match="TVOMNER_KB_DIR"):
-        P.knowledge_source("local", real)
+        resolve(real, ModelConfig(knowledge_source="local"))
     with pytest.raises(ResourceMissing, match="knowledge_file"):
-        P.knowledge_source("tweet_files", real)
+        resolve(real, ModelConfig(knowledge_source="tweet_files"))
+    monkeypatch.delenv("TVOMNER_KB_DIR")
+    monkeypatch.setenv("TVOMNER_DATA", str(tmp_path / "root"))            # the data root's kb/ folder
+    (tmp_path / "root" / "kb").mkdir(parents=True)
+    (tmp_path / "root" / "kb" / "k.jsonl").write_text('{"title": "Yak", "text": "Yak is an animal."}\n')
+    res = resolve(real, ModelConfig(knowledge_source="local"))
+    assert res.kb_inputs == ((tmp_path / "root" / "kb" / "k.jsonl").resolve(),)
     kb_in = tmp_path / "kb.jsonl"
     kb_in.write_text('{"title": "Zed", "text": "Zed is a letter."}\n')
     own = DataConfig(data_dir=str(tmp_path), dataset="own", cache_dir=str(tmp_path / "c"), kb=str(kb_in))
-    src = P.knowledge_source("local", own)
+    src = P.knowledge_source(resolve(own, ModelConfig(knowledge_source="local")))
     assert src.lookup("zed", 1)[0].title == "Zed"
+    described = resolve(own, ModelConfig(knowledge_source="local")).describe()["knowledge"]
+    assert described["kb_inputs"] == {str(kb_in.resolve()): __import__("hashlib").sha256(kb_in.read_bytes()).hexdigest()}
 
 
 def test_two_tweet_files_keep_their_own_records_and_an_edited_file_is_recomputed(setup, tmp_path, monkeypatch):
@@ -107,8 +123,8 @@ def test_two_tweet_files_keep_their_own_records_and_an_edited_file_is_recomputed
     untyped = tmp_path / "untyped.jsonl"
     untyped.write_text("".join(json.dumps({**r, "aux": r["aux"].upper()}) + "\n" for r in
                                map(json.loads, typed.read_text().splitlines())))
-    run = lambda f: P.augmentations(ds, dc, ModelConfig(knowledge_source="tweet_files"),
-                                    source=TweetFileSource(f), relevance_filter=filt, log=None)
+    run = lambda f: aug(ds, dc, ModelConfig(knowledge_source="tweet_files"),
+                                    source=TweetFileSource(f), relevance_filter=filt)
     a, b = run(typed), run(untyped)
     assert P.coverage(a)["with_knowledge"] > 0 and a != b
     looked = []

@@ -18,7 +18,7 @@ from tvolib.config import DataConfig, ModelConfig, TrainConfig
 from test_model import D_CAP, D_IMG, tiny_encoder_config
 
 
-def fake_visual_features(ds, data_cfg, model_cfg, progress=False):
+def fake_visual_features(ds, model_cfg, res, side, progress=False):
     from tvolib.vfo.pipeline import VisualFeatures
     ids = [t.id for t in ds.all()]
     g = torch.Generator().manual_seed(1)
@@ -31,7 +31,7 @@ def fake_visual_features(ds, data_cfg, model_cfg, progress=False):
                           obj_kind=kinds, d_caption=D_CAP)
 
 
-def fake_augmentations(ds, data_cfg, model_cfg, progress=False):
+def fake_augmentations(ds, model_cfg, res, progress=False, tagger=None, source=None):
     return {t.id: [(" ".join(t.tokens[s:e]), f"{typ.lower()} entity" if model_cfg.use_knowledge else "")
                    for s, e, typ in t.spans()][:2] for t in ds.all()}
 
@@ -39,9 +39,8 @@ def fake_augmentations(ds, data_cfg, model_cfg, progress=False):
 @pytest.fixture
 def stand_ins(monkeypatch):
     import tvolib.inputs
-    import tvolib.vfo.pipeline
-    monkeypatch.setattr(tvolib.vfo.pipeline, "visual_features", fake_visual_features)
-    monkeypatch.setattr(tvolib.inputs, "text_augmentations", fake_augmentations)
+    monkeypatch.setattr(tvolib.inputs, "visual_features", fake_visual_features)
+    monkeypatch.setattr(tvolib.inputs, "augmentations", fake_augmentations)
     monkeypatch.setattr(tvolib.inputs, "candidate_tagger", lambda *a, **k: None)
 
 
@@ -265,7 +264,7 @@ def test_resolved_precision_is_recorded_and_resume_checks_it(tmp_path, stand_ins
     res = cfg["resources"]
     assert {"tagger", "relevance", "knowledge", "llm", "grounding"} <= set(res)
     assert res["llm"]["base_url"] == "http://127.0.0.1:9/v1" and res["llm"]["api_key_set"] is True
-    assert "wikipedia" in res["knowledge"] and res["tagger"]["max_length"] > 0
+    assert res["knowledge"] == {"source": None} and res["tagger"]["max_length"] > 0   # no knowledge read
     assert "sk-never-written" not in text
     import dataclasses
     with pytest.raises(ValueError, match=r"train.precision: checkpoint ran in bf16, now fp32"):
@@ -275,7 +274,7 @@ def test_resolved_precision_is_recorded_and_resume_checks_it(tmp_path, stand_ins
     assert json.loads((tmp_path / "p" / "best" / "checkpoint.json").read_text())["precision"] == "bf16"
 
 
-def test_zero_valid_f1_is_warned_about_with_the_step_count(tmp_path, capsys, monkeypatch):
+def test_zero_valid_f1_is_warned_about_with_the_step_count(tmp_path, caplog, monkeypatch):
     import tvolib.train
     from tvolib.data import LABELS
     from tvolib.evaluate import score
@@ -288,11 +287,13 @@ def test_zero_valid_f1_is_warned_about_with_the_step_count(tmp_path, capsys, mon
     monkeypatch.setattr(tvolib.train, "evaluate", tags_nothing)
     data, model, tr = cfgs(tmp_path, "z", epochs=1, batch_size=64, micro_batch_size=16)
     model = ModelConfig(num_heads=4, lstm_hidden=8, visual="none", use_candidates=False)
-    res = train(data, model, tr, encoder_config=tiny_encoder_config())
+    with caplog.at_level("INFO", logger="tvolib"):
+        res = train(data, model, tr, encoder_config=tiny_encoder_config())
     assert res["best_valid_f1"] == 0.0
-    captured = capsys.readouterr()
-    assert "valid F1 is 0.00 after epoch 1" in captured.err and "32 tweets / batch_size 64 = 1 step(s)" in captured.err
-    assert "epoch 1:" in captured.err and "epoch 1:" not in captured.out       # logs on stderr
+    warned = [r for r in caplog.records if r.levelname == "WARNING" and r.name == "tvolib.train"]
+    assert any("valid F1 is 0.00 after epoch 1" in r.getMessage() and "32 tweets / batch_size 64 = 1 step(s)"
+               in r.getMessage() for r in warned)
+    assert any(r.getMessage().startswith("epoch 1:") for r in caplog.records)
     assert any("smaller batch_size" in w for w in res["warnings"])
 
 
@@ -391,7 +392,8 @@ def test_predictions_come_back_in_the_examples_order_whatever_the_batching(tmp_p
     from tvolib.evaluate import predict_examples
     from tvolib.inputs import dataset_from_config, prepare_data
     data, model_cfg, _ = cfgs(tmp_path)
-    prepared = prepare_data(dataset_from_config(data), data, model_cfg)
+    from tvolib.resources import resolve
+    prepared = prepare_data(dataset_from_config(data), data, model_cfg, resolve(data, model_cfg))
     torch.manual_seed(0)
     model = build_model(model_cfg, prepared.meta, encoder_config=tiny_encoder_config())
     ex = prepared.examples["train"]

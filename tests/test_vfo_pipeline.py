@@ -10,6 +10,7 @@ import torch
 
 from tvolib.config import DataConfig, ModelConfig
 from tvolib.data import load_dataset
+from tvolib.resources import resolve
 from tvolib.weights import ResourceMissing
 from tvolib.vfo import pipeline as P
 from tvolib.vfo.fusion import VisualFeatureOptimizer
@@ -36,7 +37,12 @@ def run(tmp_path, encoders, data_kw=None, model_kw=None, **kw):
     mc = dataclasses.replace(ModelConfig(), **(model_kw or {}))
     ds = load_dataset(dc.data_dir, dc.image_dir, name=dc.dataset, max_samples=kw.pop("max_samples", None))
     img, sent = encoders
-    return ds, dc, mc, P.visual_features(ds, dc, mc, image_encoder=img, sentence_encoder=sent, **kw)
+    return ds, dc, mc, vis(ds, dc, mc, image_encoder=img, sentence_encoder=sent, **kw)
+
+
+def vis(ds, dc, mc, **kw):
+    """``visual_features`` with the resources and side inputs resolved at the edge."""
+    return P.visual_features(ds, mc, resolve(dc, mc), P.SideInputs.from_config(dc), **kw)
 
 
 def test_sample_kinds_counts_and_warm_rerun(tmp_path, encoders):
@@ -59,7 +65,7 @@ def test_sample_kinds_counts_and_warm_rerun(tmp_path, encoders):
 
         def encode(self, *a, **k):
             raise AssertionError("warm run encoded something")
-    vf2 = P.visual_features(ds, dc, mc, image_encoder=encoders[0], sentence_encoder=Boom())
+    vf2 = vis(ds, dc, mc, image_encoder=encoders[0], sentence_encoder=Boom())
     assert torch.equal(vf2.glob, vf.glob) and torch.equal(vf2.obj, vf.obj) and vf2.obj_kind == vf.obj_kind
     assert vf2.counts["seconds"] < vf.counts["seconds"]
     print("timings cold", vf.counts["timings"], "warm", vf2.counts["timings"])

@@ -63,7 +63,8 @@ def test_trained_full_model_reads_the_image(tmp_path):
     cross-attention and the gate starting at 0.95 (``cross_norm="post"``, ``gate_init=0.95``) the gate
     stayed shut and neither probe changed anything."""
     import torch
-    from tvolib.probing import subset_groups, train_on_probe
+    from tvolib.probing import subset_groups
+    from tvolib.visual_probe import train_on_probe
 
     torch.set_num_threads(2)
     folder = tmp_path / "probe"

@@ -8,10 +8,15 @@ rebuilds exactly the trained shapes without the training data.
 """
 from __future__ import annotations
 
+from transformers import AutoConfig
+
+from .baselines import WordEncoder, encoder_word_vectors
 from .config import ModelConfig
 from .data import LABELS
-from .inputs import TEXT_KEYS, WORD_KEYS
-from .model import TVOMNER
+from .model import TEXT_KEYS, TVOMNER, WORD_KEYS
+from .tfo.encoder import TextEncoder
+from .vfo.fusion import VisualFeatureOptimizer
+from .weights import resolve_text_encoder
 
 
 def build_model(model_cfg: ModelConfig, meta: dict, num_labels: int = len(LABELS), *,
@@ -19,22 +24,17 @@ def build_model(model_cfg: ModelConfig, meta: dict, num_labels: int = len(LABELS
     """The model for a config. ``encoder_config`` (a transformers config) builds the text encoder
     with random weights (tests, checkpoints that bring their own weights)."""
     if model_cfg.arch == "tvomner":
-        from .tfo.encoder import TextEncoder
         if encoder_config is not None:
             text = TextEncoder.from_config(encoder_config, num_heads=model_cfg.num_heads, dropout=model_cfg.dropout)
         else:
             text = TextEncoder(model_cfg.text_encoder, num_heads=model_cfg.num_heads, dropout=model_cfg.dropout)
         vfo = None
         if model_cfg.visual != "none":
-            from .vfo.fusion import VisualFeatureOptimizer
             vfo = VisualFeatureOptimizer(model_cfg, text.hidden_size, meta["feats_dims"])
         return TVOMNER(model_cfg, num_labels, text, vfo, TEXT_KEYS)
-    from .baselines import WordEncoder, encoder_word_vectors
     words, chars = meta["vocab"]["words"], meta["vocab"]["chars"]
     vectors, dim = None, meta.get("word_dim", model_cfg.word_dim)
     if model_cfg.word_init == "encoder" and (pretrained or "word_dim" not in meta):
-        from transformers import AutoConfig
-        from .weights import resolve_text_encoder
         path = resolve_text_encoder(model_cfg.text_encoder)
         dim = AutoConfig.from_pretrained(path).hidden_size
         if pretrained:

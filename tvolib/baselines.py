@@ -19,6 +19,7 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
+from transformers import AutoModel, AutoTokenizer
 
 PAD, UNK = "<pad>", "<unk>"
 
@@ -61,7 +62,6 @@ def collate_words(examples: list[dict]) -> dict:
 
 def encoder_word_vectors(words: Sequence[str], encoder_path: str) -> torch.Tensor:
     """Mean of the encoder's input sub-token embeddings over each word's pieces (row 0 = pad = 0)."""
-    from transformers import AutoModel, AutoTokenizer
     tok = AutoTokenizer.from_pretrained(encoder_path)
     emb = AutoModel.from_pretrained(encoder_path).get_input_embeddings().weight.detach()
     out = torch.zeros(len(words), emb.shape[1])

@@ -9,6 +9,12 @@ A checkpoint folder is self-contained: ``tvolib.predict`` needs nothing else to 
     <ckpt>/encoder/              the transformer's config and tokenizer (``arch="tvomner"``)
     <ckpt>/tagger/               the candidate tagger of the TFO (``use_candidates``), see
                                  ``tvolib.tfo.candidates.save_tagger``
+    <ckpt>/kb.sqlite             the local knowledge base the model was trained with
+                                 (``knowledge_source="local"``), so new tweets get the same knowledge
+
+``checkpoint.json`` records the sha256 of every file in the folder (``files``); loading verifies them
+and names a file that differs (damaged or replaced weights never load silently). Hashing costs about
+0.2 s per 100 MB (``benchmarks/checkpoint_hash.py``).
 
 ``<output_dir>/last`` adds the training state (``optimizer.safetensors``, ``rng.safetensors``,
 ``state.json``) for resumption. Folders are written beside their target (``<name>.tmp``) and swapped
@@ -24,39 +30,44 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from safetensors.torch import load_file, save_file
+from transformers import AutoConfig, PreTrainedModel
 
+from .assemble import build_model
 from .cache import atomic_write_json
-from .config import DataConfig, ModelConfig, TrainConfig, from_dict, to_dict, upgrade_train_dict
+from .config import DataConfig, ModelConfig, TrainConfig, config_diff, from_dict, to_dict, upgrade_train_dict
 from .data import LABELS
+from .resources import file_sha256
 
 FORMAT = "tvomner-checkpoint/1"
 # meta entries that only make sense on the machine that trained (paths, live objects)
-LOCAL_META = ("tokenizer_path", "tagger_dir")
+LOCAL_META = ("tokenizer_path", "tagger_dir", "tagger_path", "kb_path")
 
 
 def _hf_config(model: nn.Module):
-    from transformers import PreTrainedModel
     for m in model.modules():
         if isinstance(m, PreTrainedModel):
             return m.config
     return None
 
 
+def _link_or_copy(src, dst) -> None:
+    """A hard link where the file system allows it (a tagger is ~100 MB), else a copy."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def _link_or_copy_tree(src: Path, dst: Path) -> None:
-    """Hard links where the file system allows them (a tagger is ~100 MB), else copies."""
-    def copy(s, d):
-        try:
-            os.link(s, d)
-        except OSError:
-            shutil.copy2(s, d)
-    shutil.copytree(src, dst, copy_function=copy)
+    shutil.copytree(src, dst, copy_function=_link_or_copy)
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, data_cfg: DataConfig, model_cfg: ModelConfig,
                     train_cfg: TrainConfig | None, meta: dict, extra: dict | None = None) -> Path:
     """A self-contained checkpoint folder (see the module docstring); ``extra`` goes into
-    ``checkpoint.json`` (epoch, valid scores, precision, resource sub-configs)."""
-    from safetensors.torch import save_file
+    ``checkpoint.json`` (epoch, valid scores, precision, resources). ``meta["kb_path"]``: the local
+    knowledge base to carry along."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     if tmp.exists():
@@ -77,6 +88,10 @@ def save_checkpoint(path: str | Path, model: nn.Module, data_cfg: DataConfig, mo
     if meta.get("tagger_dir"):
         _link_or_copy_tree(Path(meta["tagger_dir"]), tmp / "tagger")
         info["tagger"] = "tagger"
+    if meta.get("kb_path"):
+        _link_or_copy(Path(meta["kb_path"]), tmp / "kb.sqlite")
+        info["kb"] = "kb.sqlite"
+    info["files"] = file_hashes(tmp)
     atomic_write_json(tmp / "checkpoint.json", info)
     _swap_in(tmp, path)
     return path
@@ -91,6 +106,37 @@ def _swap_in(tmp: Path, path: Path) -> None:
     os.replace(tmp, path)
     if old.exists():
         shutil.rmtree(old)
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    """``{relative path: sha256}`` of every file below ``folder`` but ``checkpoint.json``."""
+    return {str(p.relative_to(folder)): file_sha256(p) for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != "checkpoint.json"}
+
+
+def verify_files(path: Path, info: dict, names=None) -> None:
+    """Raise ``ValueError`` naming the first file whose sha256 differs from the one recorded."""
+    recorded = info.get("files")
+    if recorded is None:
+        raise ValueError(f"{path / 'checkpoint.json'}: no file hashes recorded (a checkpoint of the first format); "
+                         f"record them with `tvomner rehash {path}` once you trust its files")
+    for name, want in recorded.items():
+        if names is not None and not any(name == n or name.startswith(n + "/") for n in names):
+            continue
+        f = path / name
+        if not f.exists():
+            raise FileNotFoundError(f"{f}: missing from the checkpoint folder")
+        if file_sha256(f) != want:
+            raise ValueError(f"{f}: sha256 differs from the one recorded in checkpoint.json (damaged or replaced)")
+
+
+def rehash(path: str | Path) -> Path:
+    """Record the sha256 of every file of a checkpoint saved without them (the first format)."""
+    path = resolve_checkpoint(path)
+    info = read_info(path)
+    info["files"] = file_hashes(path)
+    atomic_write_json(path / "checkpoint.json", info)
+    return path
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -120,7 +166,6 @@ def read_info(path: str | Path) -> dict:
 
 def load_tensors(f: Path) -> dict:
     """A safetensors file; a missing or damaged one is an error naming it."""
-    from safetensors.torch import load_file
     if not f.exists():
         raise FileNotFoundError(f"{f}: missing")
     try:
@@ -131,15 +176,15 @@ def load_tensors(f: Path) -> dict:
 
 def load_checkpoint(path: str | Path, device: str = "cpu"):
     """(model, info, meta) from a checkpoint folder; needs nothing but the folder (and, for the
-    full model on new tweets, the TFO/VFO resources)."""
-    from .assemble import build_model
+    full model on new tweets, the TFO/VFO resources). Every file is checked against its recorded
+    sha256 first."""
     path = resolve_checkpoint(path)
     info = read_info(path)
+    verify_files(path, info)
     model_cfg = from_dict(ModelConfig, info["model"])
     meta = dict(info["meta"])
     enc_cfg = None
     if info.get("encoder"):
-        from transformers import AutoConfig
         enc_dir = path / info["encoder"]
         if not (enc_dir / "config.json").exists():
             raise FileNotFoundError(f"{enc_dir}: missing (the encoder's config and tokenizer belong in the "
@@ -151,6 +196,8 @@ def load_checkpoint(path: str | Path, device: str = "cpu"):
         meta["tokenizer_path"] = str(enc_dir)
     if info.get("tagger"):
         meta["tagger_path"] = str(path / info["tagger"])
+    if info.get("kb"):
+        meta["kb_path"] = str(path / info["kb"])
     model = build_model(model_cfg, meta, len(info["labels"]), encoder_config=enc_cfg, pretrained=False)
     weights = path / "model.safetensors"
     missing, unexpected = model.load_state_dict(load_tensors(weights), strict=False)
@@ -180,7 +227,6 @@ def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict, groups: dict) -> 
 def save_training_state(path: Path, model, opt, sched, state: dict, data_cfg, model_cfg, train_cfg, meta,
                         extra: dict | None = None):
     """``<output_dir>/last``: the checkpoint plus optimizer, scheduler and RNG states."""
-    from safetensors.torch import save_file
     save_checkpoint(path, model, data_cfg, model_cfg, train_cfg, meta, extra)
     tensors, groups = _optimizer_tensors(opt)
     save_file(tensors, str(path / "optimizer.safetensors"))
@@ -212,20 +258,15 @@ def check_resumable(path: Path, data_cfg: DataConfig, model_cfg: ModelConfig, tr
     info = json.loads((path / "checkpoint.json").read_text())
     saved_train = upgrade_train_dict(info.get("train") or {})
 
-    def upgraded(cls, d: dict) -> dict:   # a config saved by an older version, read as today's
+    def upgraded(cls, d: dict) -> dict:   # a config of the first format, read as today's
         try:
             return to_dict(from_dict(cls, d))
         except (TypeError, ValueError):
             return d
-    diffs = []
-    for part, cfg, saved in (("data", data_cfg, upgraded(DataConfig, info.get("data") or {})),
-                             ("model", model_cfg, upgraded(ModelConfig, info.get("model") or {})),
-                             ("train", train_cfg, upgraded(TrainConfig, saved_train))):
-        now = to_dict(cfg)
-        for k in sorted(set(saved) | set(now)):
-            if k in RESUME_FREE.get(part, ()) or saved.get(k) == now.get(k):
-                continue
-            diffs.append(f"{part}.{k}: checkpoint {saved.get(k)!r}, now {now.get(k)!r}")
+    saved = {"data": upgraded(DataConfig, info.get("data") or {}), "model": upgraded(ModelConfig, info.get("model") or {}),
+             "train": upgraded(TrainConfig, saved_train)}
+    now = {"data": to_dict(data_cfg), "model": to_dict(model_cfg), "train": to_dict(train_cfg)}
+    diffs = [d.replace(": saved ", ": checkpoint ", 1) for d in config_diff(saved, now, RESUME_FREE)]
     if precision is not None:
         ran = info.get("precision") or saved_train.get("precision", "fp32")
         if ran != precision:

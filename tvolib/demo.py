@@ -16,12 +16,13 @@ from typing import Sequence
 
 from .data import Tweet, entity_spans
 from .viz import TYPE_COLOURS, thumb_html, spans_html
+from .predict import Predictor
+import ipywidgets as W
 
 
 def load_models(checkpoints: dict, device: str = "cpu") -> dict:
     """``{name: model}`` from ``{name: checkpoint folder or model}``: a folder is loaded once as a
     ``tvolib.predict.Predictor``; anything with a ``predict`` method is kept as it is."""
-    from .predict import Predictor
     return {name: c if hasattr(c, "predict") else Predictor.from_checkpoint(c, device)
             for name, c in checkpoints.items()}
 
@@ -112,7 +113,6 @@ def case_study_widget(tweets: Sequence[Tweet], results: dict[str, list[dict]], c
     where the models disagree, when there are any), its case view, and, given ``models``
     (``{name: Predictor or checkpoint}``, loaded on first use), a box that tags a typed tweet with
     every model. Its parts carry CSS classes ``tvomner-*`` for the browser check."""
-    import ipywidgets as W
 
     wide = W.Layout(width="95%")
     label = {"description_width": "initial"}      # the default width cuts descriptions
@@ -161,7 +161,6 @@ def case_study_widget(tweets: Sequence[Tweet], results: dict[str, list[dict]], c
 def typed_tweet_box(models: dict):
     """A text box and a button: the typed tweet tagged by every model (``{name: Predictor or
     checkpoint}``, loaded on the first tweet)."""
-    import ipywidgets as W
 
     loaded: dict = {}
     tagged = {"text": None}     # the click that blurs the box also commits its value: tag once

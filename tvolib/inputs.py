@@ -1,32 +1,37 @@
-"""Model inputs, built once per dataset: what the training loop, evaluation and prediction feed the model.
+"""Model inputs: one builder for training, evaluation, prediction and the widget.
 
-* ``dataset_from_config``: the benchmark splits of a ``DataConfig`` (``max_train_samples`` /
-  ``max_eval_samples`` cut them for quick runs).
-* ``prepare_data``: for the transformer, the TFO augmentations (candidates and their knowledge,
-  ``tvolib.tfo``) appended to each tweet and tokenised once (``tokenize_tweets``), and the VFO
-  visual features (``tvolib.vfo``); for the word-level baselines, the word/char vocabularies.
-  Every example is a small unpadded dict; ``Prepared.collate`` pads a list of them into a batch.
-* ``meta``: what a checkpoint needs to rebuild the same inputs (pad id, feature widths, the
-  vocabulary, the tokenizer and candidate tagger folders, ``candidate_tagger``).
+``prepare_data(ds, data_cfg, model_cfg, res)`` turns tweets into model inputs: for the transformer,
+the TFO augmentations (candidates and their knowledge, ``tvolib.tfo``) appended to each tweet and
+tokenised once (``tokenize_tweets``), and the VFO visual features (``tvolib.vfo``); for the
+word-level baselines, the word/char vocabularies. Training passes the dataset's own side inputs
+(``SideInputs.from_config``) and lets the dataset's candidate tagger tag the tweets; prediction passes
+the checkpoint's ``meta`` and tagger and the side inputs of the new tweets. Every example is a small
+unpadded dict; ``Prepared.collate`` pads a list of them into a batch. ``meta`` is what a checkpoint
+needs to rebuild the same inputs (pad id, feature widths, the vocabulary, the tokenizer and candidate
+tagger folders); ``Prepared.digest`` identifies the side inputs the examples were built from.
 """
 from __future__ import annotations
 
-import sys
+import hashlib
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
+from transformers import AutoTokenizer
 
+from .baselines import Vocab, build_vocab, collate_words
+from .cache import stable_hash
 from .config import DataConfig, ModelConfig
 from .data import LABEL2ID, Dataset, load_dataset
+from .tfo.candidates import ensure_tagger, tagger_dir
+from .tfo.encoder import build_inputs
+from .tfo.pipeline import augmentations
+from .vfo.pipeline import SideInputs, visual_features
+from .weights import resolve_text_encoder
 
-TEXT_KEYS = ("input_ids", "attention_mask", "word_index", "word_mask")   # transformer inputs
-WORD_KEYS = ("word_ids", "word_mask", "char_ids")                        # word-level baselines
+log = logging.getLogger(__name__)
 
-
-def log(msg: str) -> None:
-    """Progress and warnings go to stderr; stdout is left to data (tables, JSON)."""
-    print(msg, file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -38,6 +43,7 @@ class Prepared:
     collate: Callable[[list[dict]], dict]
     visual: Any = None
     meta: dict = field(default_factory=dict)
+    digest: dict = field(default_factory=dict)
 
 
 def dataset_from_config(data_cfg: DataConfig) -> Dataset:
@@ -50,23 +56,13 @@ def dataset_from_config(data_cfg: DataConfig) -> Dataset:
     return ds
 
 
-def text_augmentations(ds, data_cfg, model_cfg, progress=False) -> dict[str, list]:
-    """``{tweet id: [(candidate, knowledge), ...]}`` from the TFO stages (empty without candidates)."""
-    if not model_cfg.use_candidates:
-        return {}
-    from .tfo.pipeline import augmentations
-    return augmentations(ds, data_cfg, model_cfg, progress=progress, log=log)
-
-
-def candidate_tagger(ds, data_cfg, model_cfg, progress=False):
+def candidate_tagger(ds, res, model_cfg):
     """The folder of the candidate tagger trained on all of train (saved into checkpoints), or None
     when the model uses no candidates. Trained only when the dataset cache does not hold it."""
     if not model_cfg.use_candidates:
         return None
-    from .tfo.candidates import TaggerConfig, ensure_tagger, tagger_dir
-    cfg = TaggerConfig(encoder=model_cfg.text_encoder)     # the tagger of tvolib.tfo.pipeline.augmentations
     train = ds.splits["train"]
-    return ensure_tagger(train, cfg, tagger_dir(data_cfg.dataset_cache, cfg, train), log=log)
+    return ensure_tagger(train, res.tagger, tagger_dir(res.dataset_cache, res.tagger, train))
 
 
 def feats_dims(vf) -> dict:
@@ -80,7 +76,6 @@ def feats_dims(vf) -> dict:
 
 def tokenize_tweets(tweets, augs: dict, tokenizer, max_length: int, chunk: int = 256) -> list[dict]:
     """``build_inputs`` over chunks of tweets, unpadded per tweet (tokenised once)."""
-    from .tfo.encoder import build_inputs
     out = []
     for i in range(0, len(tweets), chunk):
         part = tweets[i:i + chunk]
@@ -124,8 +119,6 @@ def label_tensor(examples: list[dict]) -> torch.Tensor:
 
 
 def make_collate(model_cfg: ModelConfig, pad_id: int = 0, visual=None) -> Callable:
-    from .baselines import collate_words
-
     def collate(examples: list[dict]) -> dict:
         if model_cfg.arch == "tvomner":
             batch = collate_text(examples, pad_id)
@@ -140,38 +133,54 @@ def make_collate(model_cfg: ModelConfig, pad_id: int = 0, visual=None) -> Callab
     return collate
 
 
-def prepare_data(ds: Dataset, data_cfg: DataConfig, model_cfg: ModelConfig, *, meta: dict | None = None,
-                 tokenizer=None, progress: bool = False, augs: dict | None = None, visual=None) -> Prepared:
-    """Build every split's inputs once. ``meta`` (from a checkpoint) fixes the tokenizer folder or
-    the vocabulary; otherwise they come from ``model_cfg`` (and the training split). ``augs`` and
-    ``visual``, when given (prediction), replace the TFO augmentations and the VFO features."""
+def side_digest(augs: dict | None, visual) -> dict:
+    """Hashes of the side inputs the examples were built from: the (candidate, knowledge) pairs
+    and the visual feature table, so two runs with the same configs and other inputs differ."""
+    out = {}
+    if augs is not None:
+        out["augmentations"] = stable_hash(sorted(augs.items()), n=16)
+    if visual is not None:
+        h = hashlib.sha256(stable_hash(visual.ids, visual.glob_kind, visual.obj_kind).encode())
+        for t in (visual.glob, visual.obj, visual.obj_mask, visual.glob_caption, visual.obj_text):
+            if t is not None:
+                h.update(t.detach().float().contiguous().numpy().tobytes())
+        out["visual"] = h.hexdigest()[:16]
+    return out
+
+
+def prepare_data(ds: Dataset, data_cfg: DataConfig, model_cfg: ModelConfig, res, *, side: SideInputs | None = None,
+                 tagger=None, meta: dict | None = None, tokenizer=None, knowledge=None, visual_res=None,
+                 progress: bool = False) -> Prepared:
+    """Build every split's inputs once (see the module docstring). ``res``: the run's resolved
+    resources (``tvolib.resources.resolve``); ``side``: the tweets' side inputs (default: the files
+    of ``data_cfg``); ``tagger``: a trained ``(model, info)`` that tags the tweets (prediction);
+    ``meta`` (a checkpoint's) fixes the tokenizer folder, the vocabulary and the feature widths;
+    ``knowledge`` replaces the knowledge source that ``res`` names; ``visual_res`` puts the visual
+    caches elsewhere (prediction: one folder per image folder)."""
     meta = dict(meta or {})
     if model_cfg.arch == "tvomner":
-        from transformers import AutoTokenizer
-        from .weights import resolve_text_encoder
         if tokenizer is None:
             path = meta.get("tokenizer_path") or resolve_text_encoder(model_cfg.text_encoder)
             tokenizer = AutoTokenizer.from_pretrained(path)
             meta.setdefault("tokenizer_path", str(path))
-        if augs is None:
-            augs = text_augmentations(ds, data_cfg, model_cfg, progress)
-            tagger = candidate_tagger(ds, data_cfg, model_cfg, progress)
-            if tagger is not None:
-                meta["tagger_dir"] = str(tagger)
+        augs = augmentations(ds, model_cfg, res, progress=progress, tagger=tagger, source=knowledge)
+        if tagger is None and model_cfg.use_candidates:
+            folder = candidate_tagger(ds, res, model_cfg)
+            if folder is not None:
+                meta["tagger_dir"] = str(folder)
         examples = {s: tokenize_tweets(tw, augs, tokenizer, data_cfg.max_length) for s, tw in ds.splits.items()}
-        if model_cfg.visual == "none":
-            visual = None
-        else:
-            if visual is None:
-                from .vfo.pipeline import visual_features
-                visual = visual_features(ds, data_cfg, model_cfg, progress=progress)
+        visual = None
+        if model_cfg.visual != "none":
+            side = side if side is not None else SideInputs.from_config(data_cfg)
+            visual = visual_features(ds, model_cfg, visual_res or res, side, progress=progress)
             meta.setdefault("feats_dims", feats_dims(visual))
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         meta["pad_id"] = int(pad)
         meta["_tokenizer"] = tokenizer
-        return Prepared(examples, make_collate(model_cfg, pad, visual), visual, meta)
+        meta["_augmentations"] = augs
+        return Prepared(examples, make_collate(model_cfg, pad, visual), visual, meta,
+                        side_digest(augs if model_cfg.use_candidates else None, visual))
     if model_cfg.arch in ("bilstm_crf", "cnn_bilstm_crf"):
-        from .baselines import Vocab, build_vocab
         if "vocab" not in meta:
             train_words = [t.tokens for t in ds.splits["train"]]
             extra = ([t.tokens for t in ds.all()] if model_cfg.word_init == "encoder" else [])

@@ -49,8 +49,12 @@ import math
 import torch
 import torch.nn as nn
 from torchcrf import CRF
+from transformers import PreTrainedModel
 
 from .config import ModelConfig
+
+TEXT_KEYS = ("input_ids", "attention_mask", "word_index", "word_mask")   # transformer inputs
+WORD_KEYS = ("word_ids", "word_mask", "char_ids")                        # word-level baselines
 
 
 class CrossAttentionLayer(nn.Module):
@@ -202,7 +206,6 @@ class TVOMNER(nn.Module):
 def encoder_parameter_names(model: nn.Module) -> set[str]:
     """Names of the parameters that belong to a pretrained transformer (lr = TrainConfig.lr);
     everything else (Eq. 1 attention, VFO, CFF, BiLSTM, CRF) is a new layer (head_lr)."""
-    from transformers import PreTrainedModel
     names = set()
     for mname, m in model.named_modules():
         if isinstance(m, PreTrainedModel):

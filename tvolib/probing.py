@@ -26,6 +26,9 @@ import torch
 from .data import LABELS
 from .device import autocast, to_device
 from .evaluate import score
+import matplotlib.pyplot as plt
+import html
+from .viz import spans_html, thumb_html
 
 
 def derangement(n: int, seed: int = 0) -> list[int]:
@@ -134,7 +137,6 @@ def plot_probe(res: ProbeResult, groups: dict[str, Iterable[str]] | None = None,
     """Per-tweet gate g (Eq. 4), fusion weights ω (Eq. 3) and attention to V, one box per group of
     tweets (e.g. the probe benchmark's subsets, or "all"), beside F1 learned / images shuffled / g = 1.
     Returns a matplotlib figure (pyplot's, so that a notebook shows it)."""
-    import matplotlib.pyplot as plt
     groups = {"all": res.ids} if groups is None else {k: set(v) for k, v in groups.items()}
     idx = {name: [i for i, k in enumerate(res.ids) if k in set(ids)] for name, ids in groups.items()}
     idx = {k: v for k, v in idx.items() if v}
@@ -171,57 +173,6 @@ def plot_probe(res: ProbeResult, groups: dict[str, Iterable[str]] | None = None,
         fig.suptitle(title)
     fig.tight_layout()
     return fig
-
-
-# ----------------------------------------------------------------------------------------------
-# training on the visual-probe benchmark (tvolib.sample.probe)
-
-PROBE_SETTINGS = {"full": {}, "text-only": {"visual": "none"}}
-
-
-def train_on_probe(data: str, output_dir: str, setting: str = "full", seed: int = 1, *,
-                   max_train_samples: int | None = 1000, epochs: int = 2, batch_size: int = 16, lr: float = 3e-5,
-                   head_lr: float = 1e-3, max_length: int = 48, num_threads: int | None = 1,
-                   cache_dir: str = "cache", model_overrides: dict | None = None, precision: str = "auto") -> dict:
-    """Train one setting on a generated probe benchmark (``data``: its folder) and probe the best
-    checkpoint on the test split. Both settings see the tweet alone on the text side (no candidates,
-    no knowledge), so ``full`` and ``text-only`` differ only by the visual half. A finished run
-    (``<output_dir>/best``) is loaded, not retrained. Returns ``model``, ``prepared``, ``result`` (the
-    trainer's), ``probe`` (``ProbeResult`` on test) and ``subsets`` ({IMGID: subset})."""
-    import dataclasses
-    import json
-    from pathlib import Path
-    from .checkpoint import load_checkpoint
-    from .config import DataConfig, ModelConfig, TrainConfig
-    from .inputs import dataset_from_config, prepare_data
-    from .sample.probe import load_subsets, probe_json, probe_paths
-    from .train import train
-
-    if setting not in PROBE_SETTINGS:
-        raise ValueError(f"unknown probe setting {setting!r}: {list(PROBE_SETTINGS)}")
-    info = probe_json(data)
-    data_cfg = DataConfig(dataset=f"probe-{info['key']}", cache_dir=cache_dir, max_length=max_length,
-                          max_train_samples=max_train_samples, **probe_paths(data))
-    model_cfg = ModelConfig(use_candidates=False, use_knowledge=False, **PROBE_SETTINGS[setting])
-    model_cfg = dataclasses.replace(model_cfg, **(model_overrides or {}))
-    train_cfg = TrainConfig(output_dir=str(output_dir), seed=seed, epochs=epochs, batch_size=batch_size,
-                            micro_batch_size=batch_size, lr=lr, head_lr=head_lr, num_threads=num_threads,
-                            progress=False, patience=epochs, precision=precision)
-    ds = dataset_from_config(data_cfg)
-    prepared = prepare_data(ds, data_cfg, model_cfg)
-    results_file = Path(output_dir) / "results.json"
-    if results_file.exists() and (Path(output_dir) / "best").exists():
-        result = json.loads(results_file.read_text())
-    else:
-        result = train(data_cfg, model_cfg, train_cfg, ds=ds, prepared=prepared)
-    model, _, _ = load_checkpoint(Path(output_dir) / "best")
-    saved = Path(output_dir) / "probe_test.json"           # written by the trainer with results.json
-    if saved.exists():
-        probe = ProbeResult.from_dict(json.loads(saved.read_text()))
-    else:
-        probe = branch_probe(model, prepared.examples["test"], prepared.collate, prepared.visual)
-    return {"model": model, "prepared": prepared, "result": result, "probe": probe, "subsets": load_subsets(data),
-            "dataset": ds}
 
 
 def subset_groups(subsets: dict[str, str]) -> dict[str, set]:
@@ -270,8 +221,6 @@ def image_changes(res: ProbeResult, max_cases: int = 5) -> list[dict]:
 def image_changes_html(res: ProbeResult, tweets: dict, max_cases: int = 5) -> str:
     """HTML rows for ``image_changes``: the tweet with its own image and its prediction, then with
     the other tweet's image and the prediction it gets then. ``tweets``: {IMGID: Tweet}."""
-    import html
-    from .viz import spans_html, thumb_html
     rows = []
     for c in image_changes(res, max_cases):
         t, o = tweets[c["id"]], tweets[c["other"]]

@@ -43,7 +43,10 @@ import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from .cache import atomic_write_json, atomic_write_text
 from .config import DataConfig, ModelConfig, TrainConfig
+from .resources import file_sha256, knowledge_file
+from .vfo.pipeline import CAPTION_PHRASES
 
 # ModelConfig fields that settings decide: a params file may not override them (the run would
 # carry a setting's name but not its meaning).
@@ -129,8 +132,6 @@ def untyped_knowledge_file(src: str | Path, out_dir: str | Path) -> Path:
     """``<out_dir>/<stem>.untyped.jsonl``: ``src`` (PGIM layout, JSONL ``{split, imgid, aux}``) with
     :func:`strip_type_labels` applied to every ``aux``. Written once per content of ``src`` (a
     side file records its sha256); the new name keeps the knowledge cache from mixing the two."""
-    from .cache import atomic_write_json, atomic_write_text
-    from .data import file_sha256
     src, out_dir = Path(src), Path(out_dir)
     out = out_dir / f"{src.stem}.untyped.jsonl"
     side = out.with_suffix(".source.json")
@@ -215,8 +216,7 @@ def configs(dataset: str, spec: dict | None, setting: str, seed: int, recipe: di
     data_cfg = data_config(dataset, spec, cache_dir=cache_dir, **data_kw)
     model_cfg = model_config(setting, model)
     if get_setting(setting).knowledge_transform == "untyped":
-        from .tfo.pipeline import default_knowledge_file
-        src = default_knowledge_file(data_cfg)
+        src = knowledge_file(data_cfg)
         out_dir = data_cfg.dataset_cache / "knowledge-untyped"
         path = untyped_knowledge_file(src, out_dir) if materialize else out_dir / f"{Path(src).stem}.untyped.jsonl"
         data_cfg = dataclasses.replace(data_cfg, knowledge_file=str(path))
@@ -247,14 +247,12 @@ def dataset_facts(data_cfg: DataConfig) -> DatasetFacts:
     img = Path(data_cfg.image_dir) if data_cfg.image_dir else None
     has_images = bool(img and img.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in img.iterdir()))
     cache = data_cfg.dataset_cache / "phrases.jsonl"
-    from .vfo.pipeline import CAPTION_PHRASES
     has_phrases = bool((data_cfg.phrases == CAPTION_PHRASES and data_cfg.captions)
                        or (data_cfg.phrases and Path(data_cfg.phrases).is_file())
                        or (cache.is_file() and cache.stat().st_size > 0))
     typed = None
     try:
-        from .tfo.pipeline import default_knowledge_file
-        typed = knowledge_has_type_labels(default_knowledge_file(data_cfg))
+        typed = knowledge_has_type_labels(knowledge_file(data_cfg))
     except Exception:       # no per-tweet knowledge for this dataset: settings using it fail on their own
         pass
     return DatasetFacts(has_images, has_phrases, typed,

@@ -27,13 +27,15 @@
 * DDP with ``torchrun`` (gloo on CPU, nccl on GPU): each process takes its share of every step;
   rank 0 evaluates and writes checkpoints.
 
-The parts live in their own modules: inputs (``tvolib.inputs``), model assembly
-(``tvolib.assemble``), checkpoints (``tvolib.checkpoint``), evaluation (``tvolib.evaluate``) and
-plots (``tvolib.viz``); this module is the loop.
+The parts live in their own modules: resources (``tvolib.resources``), inputs (``tvolib.inputs``),
+model assembly (``tvolib.assemble``), checkpoints (``tvolib.checkpoint``), evaluation
+(``tvolib.evaluate``), the branch probe (``tvolib.probing``) and plots (``tvolib.viz``); this module
+is the loop.
 """
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import random
@@ -41,25 +43,29 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm.auto import tqdm
 
 from .assemble import build_model
 from .cache import atomic_write_json
-from .checkpoint import check_resumable, load_checkpoint, load_training_state, resolve_checkpoint, \
-    save_checkpoint, save_training_state
-from .config import DataConfig, ModelConfig, TrainConfig, resource_configs, to_dict
+from .checkpoint import (check_resumable, load_checkpoint, load_training_state, resolve_checkpoint,
+                         save_checkpoint, save_training_state)
+from .config import DataConfig, ModelConfig, TrainConfig, to_dict
 from .data import Dataset
 from .device import autocast, resolve_device, resolve_precision, to_device
-from .evaluate import evaluate, predict_examples, type_confusion, write_predictions  # noqa: F401 (re-export)
-from .inputs import Prepared, dataset_from_config, log, prepare_data
+from .evaluate import evaluate, write_predictions
+from .inputs import Prepared, dataset_from_config, prepare_data
 from .model import encoder_parameter_names
-from .viz import plot_confusion, plot_history  # noqa: F401 (plot_confusion: re-exported for old notebooks)
+from .probing import branch_probe
+from .resources import Resources, resolve
+from .tfo.pipeline import ensure_kb
+from .viz import plot_history
 
-# ``from tvolib.train import ...`` of names that moved to their own modules keeps working for
-# notebooks written before the split; new code imports them from where they live.
-__all__ = ["train", "param_groups", "linear_schedule", "seed_everything", "dataset_from_config",
-           "prepare_data", "predict_examples", "evaluate", "plot_history", "type_confusion", "plot_confusion"]
+log = logging.getLogger(__name__)
 
 
 def in_notebook() -> bool:
@@ -133,15 +139,10 @@ def epoch_batches(lengths: list[int], batch_size: int, generator: torch.Generato
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
-    try:
-        import numpy as np
-        np.random.seed(seed)
-    except ImportError:
-        pass
+    np.random.seed(seed)
 
 
 def _dist_info() -> tuple[int, int, int]:
-    import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
     return 0, 1, 0
@@ -149,7 +150,6 @@ def _dist_info() -> tuple[int, int, int]:
 
 def _init_distributed(device_pref: str) -> bool:
     """Join the torchrun group when launched by torchrun (WORLD_SIZE > 1)."""
-    import torch.distributed as dist
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or (dist.is_available() and dist.is_initialized()):
         return False
     use_cuda = torch.cuda.is_available() and device_pref != "cpu"
@@ -157,13 +157,14 @@ def _init_distributed(device_pref: str) -> bool:
     return True
 
 
-def train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, *,
+def train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, *, res: Resources | None = None,
           ds: Dataset | None = None, prepared: Prepared | None = None, encoder_config=None,
           stop_after: int | None = None) -> dict:
     """Train, select on valid F1, score test once; returns the results dict (also written to
-    ``<output_dir>/results.json``). ``encoder_config`` builds a random-weight encoder (tests);
+    ``<output_dir>/results.json``). ``res``: the run's resources (default: ``resolve(data_cfg,
+    model_cfg)``, before any slow work); ``encoder_config`` builds a random-weight encoder (tests);
     ``stop_after`` stops after that many epochs of this call as a kill would (tests)."""
-    from tqdm.auto import tqdm
+    res = res if res is not None else resolve(data_cfg, model_cfg)
     if train_cfg.num_threads:
         torch.set_num_threads(train_cfg.num_threads)
     distributed = _init_distributed(train_cfg.device)
@@ -181,8 +182,10 @@ def train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, 
 
     if prepared is None:
         ds = ds or dataset_from_config(data_cfg)
-        prepared = prepare_data(ds, data_cfg, model_cfg, progress=train_cfg.progress and is_main)
+        prepared = prepare_data(ds, data_cfg, model_cfg, res, progress=train_cfg.progress and is_main)
     meta = prepared.meta
+    if res.knowledge == "local":                 # carried in the checkpoint: new tweets get the same base
+        meta["kb_path"] = str(ensure_kb(res.kb, list(res.kb_inputs)) if res.kb_inputs else res.kb)
     seed_everything(train_cfg.seed)   # model init does not depend on what preparation consumed
     model = build_model(model_cfg, meta, encoder_config=encoder_config).to(device)
     train_ex = prepared.examples["train"]
@@ -203,14 +206,14 @@ def train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, 
     if resume_from is not None:
         state = load_training_state(resume_from, model, opt, sched)
         if is_main:
-            log(f"resuming {out_dir} after epoch {state['epoch']} (best valid F1 "
+            log.info(f"resuming {out_dir} after epoch {state['epoch']} (best valid F1 "
                 f"{state['best_f1']:.2f} at epoch {state['best_epoch']})")
     ddp_model = model
     if distributed:
-        from torch.nn.parallel import DistributedDataParallel as DDP
         ddp_model = DDP(model, device_ids=[local_rank] if device.type == "cuda" else None,
                         find_unused_parameters=train_cfg.ddp_find_unused)
-    run_info = {"precision": precision, "device": str(device), **resource_configs(data_cfg, model_cfg)}
+    run_info = {"precision": precision, "device": str(device), "resources": res.describe(),
+                "side_inputs": prepared.digest}
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out_dir / "config.json", {"data": to_dict(data_cfg), "model": to_dict(model_cfg),
@@ -249,7 +252,6 @@ def train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, 
                     (out["loss"] * weight).backward()
                 step_loss += torch.tensor([out["loss"].item(), out["l_ner"].item(), out["l_vae"].item()]) * len(chunk)
             if distributed:
-                import torch.distributed as dist
                 dist.all_reduce(step_loss)
             step_loss /= len(idx)
             if train_cfg.max_grad_norm:
@@ -265,7 +267,7 @@ def train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, 
             bar.set_postfix(loss=f"{step_loss[0].item():.3f}")
             if step_lines and (s + 1) % max(1, steps_per_epoch // 10) == 0:
                 el = time.time() - t0
-                log(f"  epoch {epoch} step {s + 1}/{steps_per_epoch}: loss {step_loss[0].item():.3f}, "
+                log.info(f"  epoch {epoch} step {s + 1}/{steps_per_epoch}: loss {step_loss[0].item():.3f}, "
                       f"{seen / el:.1f} tweets/s, {el:.0f} s")
         bar.close()
         train_time = time.time() - t0
@@ -290,23 +292,21 @@ def train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, 
             state["stopped"] = stop_flag[0]
             save_training_state(last, model, opt, sched, state, data_cfg, model_cfg, train_cfg, meta, run_info)
             atomic_write_json(out_dir / "history.json", state["history"])
-            log(f"epoch {epoch}: loss {rec['train_loss']:.4f}  valid F1 {f1:.2f}  "
+            log.info(f"epoch {epoch}: loss {rec['train_loss']:.4f}  valid F1 {f1:.2f}  "
                 f"({rec['tweets_per_s']:.1f} tweets/s, {train_time:.0f} s)"
                 + ("  *best*" if state["best_epoch"] == epoch else ""))
             if state["best_f1"] <= 0.0 and not warnings_seen:      # nothing learned yet
                 warnings_seen.append(zero_f1_warning(epoch, len(train_ex), bs, steps_per_epoch, state["step"],
                                                      warmup_steps))
-                log(warnings_seen[-1])
+                log.warning(warnings_seen[-1])
         else:
             state["epoch"] = epoch
         if distributed:
-            import torch.distributed as dist
             dist.broadcast_object_list(stop_flag, src=0)
         stopped = stop_flag[0]
         epochs_this_call += 1
         if stop_after is not None and epochs_this_call >= stop_after and state["epoch"] < train_cfg.epochs:
             if distributed:
-                import torch.distributed as dist
                 dist.barrier()
             return {"interrupted": True, "epoch": state["epoch"], "history": state.get("history", [])}
 
@@ -327,7 +327,7 @@ def train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, 
                        "history": state["history"], "checkpoint": str(out_dir / "best"),
                        "model": to_dict(model_cfg), "train": to_dict(train_cfg), **run_info})
         if getattr(best_model, "cff", None) is not None and prepared.visual is not None:
-            from .probing import branch_probe     # does the model use the image? (test split)
+            # does the model use the image? (test split)
             probe = branch_probe(best_model, prepared.examples["test"], prepared.collate, prepared.visual,
                                  batch_size=train_cfg.eval_batch_size, device=device, precision=precision)
             result["probe"] = probe.summary()
@@ -340,9 +340,8 @@ def train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, 
         try:
             plot_history(state["history"], out_dir / "curves.png")
         except Exception as e:   # a plot never fails a run
-            log(f"(no curve plot: {e})")
+            log.warning("no curve plot: %s", e)
     if distributed:
-        import torch.distributed as dist
         dist.barrier()
         dist.destroy_process_group()
     return result

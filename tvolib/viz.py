@@ -14,14 +14,17 @@ from pathlib import Path
 from typing import Sequence
 
 from .data import ENTITY_TYPES, Dataset, Tweet, entity_spans
+import matplotlib.pyplot as plt
+import numpy as np
+from .images import load_image
+from .cache import atomic_write_bytes
+from matplotlib.figure import Figure
 
 TYPE_COLOURS = {"PER": "#e45756", "LOC": "#54a24b", "ORG": "#4c78a8", "MISC": "#f2a93b"}
 
 
 def plot_lengths(ds: Dataset, ax=None):
     """Histogram of tweet length (tokens) per split."""
-    import matplotlib.pyplot as plt
-    import numpy as np
     ax = ax or plt.subplots(figsize=(6, 3.2))[1]
     lengths = {s: [len(t.tokens) for t in tw] for s, tw in ds.splits.items()}
     top = max(max(v, default=1) for v in lengths.values())
@@ -36,8 +39,6 @@ def plot_lengths(ds: Dataset, ax=None):
 
 def plot_entity_types(ds: Dataset, ax=None):
     """Grouped bars: entities (spans) per type and split."""
-    import matplotlib.pyplot as plt
-    import numpy as np
     ax = ax or plt.subplots(figsize=(6, 3.2))[1]
     splits = list(ds.splits)
     x = np.arange(len(ENTITY_TYPES))
@@ -70,7 +71,6 @@ def spans_html(tokens: Sequence[str], labels: Sequence[str]) -> str:
 
 def thumb_html(tweet: Tweet, size: int = 128) -> str:
     """The tweet's image as an inline ``<img>`` (or a grey box naming why there is none)."""
-    from .images import load_image
     img, status = load_image(tweet.image_path)
     if img is None:
         return f'<div style="width:{size}px;height:{size}px;background:#eee;font-size:11px;' \
@@ -103,7 +103,6 @@ def save_figure(fig, figure_dir: str | Path | None, name: str, dpi: int = 120) -
     ``figure_dir`` is None (the report runner passes its output folder)."""
     if figure_dir is None:
         return None
-    from .cache import atomic_write_bytes
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     path = Path(figure_dir) / f"{name}.png"
@@ -133,10 +132,8 @@ def _new_figure(figsize, ncols: int = 1, standalone: bool = False):
     """(fig, axes): a pyplot figure (shown inline in a notebook), or with ``standalone`` a bare
     ``matplotlib.figure.Figure`` that touches no pyplot state (files written by the trainer)."""
     if standalone:
-        from matplotlib.figure import Figure
         fig = Figure(figsize=figsize)
         return fig, fig.subplots(1, ncols)
-    import matplotlib.pyplot as plt
     return plt.subplots(1, ncols, figsize=figsize)
 
 
@@ -155,7 +152,6 @@ def plot_history(history: list[dict], path: str | Path | None = None):
     ax[1].set_xlabel("epoch"); ax[1].set_ylabel("F1 (%)"); ax[1].legend()
     fig.tight_layout()
     if path is not None:
-        from .cache import atomic_write_bytes
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=100)
         atomic_write_bytes(path, buf.getvalue())

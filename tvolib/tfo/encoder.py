@@ -25,6 +25,10 @@ import torch
 from torch import nn
 
 from ..weights import resolve_text_encoder
+import json
+from pathlib import Path
+from transformers import AutoTokenizer
+from transformers import AutoModel
 
 
 BPE_MODEL_TYPES = ("roberta", "xlm-roberta", "deberta", "deberta-v2", "gpt2", "bart", "longformer", "mpnet")
@@ -33,9 +37,6 @@ BPE_MODEL_TYPES = ("roberta", "xlm-roberta", "deberta", "deberta-v2", "gpt2", "b
 def load_tokenizer(name_or_path: str = "minilm"):
     """The tokenizer of an encoder (offline names resolved); byte-level BPE tokenizers (RoBERTa...)
     get ``add_prefix_space=True``, which ``is_split_into_words`` needs."""
-    import json
-    from pathlib import Path
-    from transformers import AutoTokenizer
     path = resolve_text_encoder(name_or_path)
     try:
         mtype = json.loads((Path(path) / "config.json").read_text()).get("model_type")
@@ -185,7 +186,6 @@ class TextEncoder(nn.Module):
     def __init__(self, name_or_path: str = "minilm", num_heads: int = 8, dropout: float = 0.1,
                  _backbone=None):
         super().__init__()
-        from transformers import AutoModel
         if _backbone is None:
             _backbone = AutoModel.from_pretrained(resolve_text_encoder(name_or_path))
         self.name = name_or_path
@@ -198,7 +198,6 @@ class TextEncoder(nn.Module):
 
     @classmethod
     def from_config(cls, config, num_heads: int = 8, dropout: float = 0.1) -> "TextEncoder":
-        from transformers import AutoModel
         return cls(f"random:{config.model_type}", num_heads, dropout, _backbone=AutoModel.from_config(config))
 
     def forward(self, input_ids, attention_mask, word_index, word_mask):

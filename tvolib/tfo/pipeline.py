@@ -1,10 +1,12 @@
 """TFO pipeline: candidates → knowledge → relevance filter → ``(candidate, knowledge)`` per tweet.
 
-``augmentations(ds, data_cfg, model_cfg)`` is what the model side (CFF) calls. It reads and fills
-two caches under ``data_cfg.dataset_cache``:
+``augmentations(ds, model_cfg, res)`` is what the input builder calls, for training and prediction
+alike; ``res`` (``tvolib.resources.Resources``) says where the caches are and which knowledge source
+the model reads. Two caches under ``res.dataset_cache``:
 
-* ``candidates.jsonl`` — one record per tweet (``tvolib.tfo.candidates.make_candidates``); the
-  candidate tagger is trained only when tweets are missing.
+* ``candidates.jsonl`` — one record per tweet. Training: ``tvolib.tfo.candidates.make_candidates``
+  (k-fold on train, the full tagger on valid/test; trained only when tweets are missing). Prediction
+  (a ``tagger`` is given, the checkpoint's): keyed by the tagger's weights hash and the tweet's id.
 * ``knowledge.jsonl`` — one record per (source, settings, tweet), key
   ``"<source>|<settings>|<IMGID>"``: for every candidate the query, the retrieved passages (title,
   source, score, match) and the kept sentences with their relevance scores. ``settings`` hashes the
@@ -13,39 +15,26 @@ two caches under ``data_cfg.dataset_cache``:
   A record is reused only when its candidates match; otherwise it is recomputed and appended (the
   last record of a key wins).
 
-Knowledge sources (``model_cfg.knowledge_source``), see ``knowledge_source()``:
-
-* ``"local"``: ``data_cfg.kb`` (a .sqlite file, or input files built into ``<dataset_cache>/kb.sqlite``);
-  else the sample's ``kb.jsonl`` for the sample; else every file in ``$TVOMNER_KB_DIR`` (default
-  ``../shared/data/kb``) built once into ``<cache_dir>/kb/default.sqlite``.
-* ``"wikipedia"``: live, cached in ``<cache_dir>/wikipedia.jsonl``; ``TVOMNER_WIKI_API_URL`` points it
-  at another MediaWiki, ``TVOMNER_WIKI_OFFLINE=1`` reads the cache only.
-* ``"tweet_files"``: ``data_cfg.knowledge_file``; else the sample's ``llm_knowledge.jsonl``; else
-  ``$TVOMNER_LLM_KNOWLEDGE_DIR/pgim_<dataset>.jsonl`` (default dir ``../shared/data/llm_knowledge``).
+Knowledge sources (``res.knowledge``): ``"local"`` (the base ``res.kb``, built once from
+``res.kb_inputs``), ``"wikipedia"`` (live, cached in ``res.wiki_cache``), ``"tweet_files"``
+(``res.knowledge_file``).
 """
 from __future__ import annotations
 
-import os
+import logging
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from ..cache import JsonlCache, stable_hash
-from ..weights import ResourceMissing
-from ..sample import SAMPLE_DIR
-from .candidates import TaggerConfig, make_candidates
-from .knowledge import KnowledgeSource, LocalKB, TweetFileSource, WikipediaConfig, WikipediaSource, build_kb
+from .candidates import CandidateTagger, make_candidates
+from .knowledge import KnowledgeSource, LocalKB, TweetFileSource, WikipediaSource, build_kb
 from .relevance import RelevanceConfig, RelevanceFilter
 
-KB_EXTENSIONS = (".json", ".jsonl", ".tsv", ".xml", ".xml.gz", ".xml.bz2")
+log = logging.getLogger(__name__)
 
 
-def _is_sample(data_cfg) -> bool:
-    try:
-        return Path(data_cfg.data_dir).resolve().is_relative_to(SAMPLE_DIR.resolve())
-    except OSError:
-        return False
-
-
-def ensure_kb(out: Path, inputs: list[Path], log=None) -> Path:
+def ensure_kb(out: Path, inputs: list[Path]) -> Path:
     """Build ``out`` from ``inputs`` unless it exists and was built from the same files."""
     inputs = [Path(p).resolve() for p in inputs]
     if out.exists():
@@ -57,50 +46,19 @@ def ensure_kb(out: Path, inputs: list[Path], log=None) -> Path:
                 return out
         except Exception:
             pass
-    build_kb(out, inputs, log=log)
+    build_kb(out, inputs)
     return out
 
 
-def default_kb(data_cfg, log=None) -> Path:
-    kb = getattr(data_cfg, "kb", None)
-    if kb:
-        if str(kb).endswith((".sqlite", ".db")):
-            return Path(kb)
-        return ensure_kb(data_cfg.dataset_cache / "kb.sqlite", [Path(p) for p in str(kb).split(os.pathsep) if p], log)
-    if _is_sample(data_cfg):
-        return ensure_kb(data_cfg.dataset_cache / "kb.sqlite", [SAMPLE_DIR / "kb.jsonl"], log)
-    kb_dir = Path(os.environ.get("TVOMNER_KB_DIR", "../shared/data/kb"))
-    files = sorted(p for p in kb_dir.glob("*") if p.name.lower().endswith(KB_EXTENSIONS)) if kb_dir.is_dir() else []
-    if not files:
-        raise ResourceMissing(f"no local knowledge base: set DataConfig.kb (a .sqlite file or JSON/JSONL/TSV/"
-                              f"abstract-dump inputs) or TVOMNER_KB_DIR (a folder of such files; {kb_dir} has none)")
-    return ensure_kb(Path(data_cfg.cache_dir) / "kb" / "default.sqlite", files, log)
-
-
-def default_knowledge_file(data_cfg) -> Path:
-    f = getattr(data_cfg, "knowledge_file", None)
-    if f:
-        return Path(f)
-    if _is_sample(data_cfg):
-        return SAMPLE_DIR / "llm_knowledge.jsonl"
-    d = Path(os.environ.get("TVOMNER_LLM_KNOWLEDGE_DIR", "../shared/data/llm_knowledge"))
-    p = d / f"pgim_{data_cfg.dataset}.jsonl"
-    if p.exists():
-        return p
-    raise ResourceMissing(f"no per-tweet knowledge file for dataset {data_cfg.dataset!r}: set "
-                          f"DataConfig.knowledge_file (JSONL with split, imgid, aux) or put {p} in place")
-
-
-def knowledge_source(name: str, data_cfg, log=None) -> KnowledgeSource:
-    if name == "local":
-        return LocalKB(default_kb(data_cfg, log))
-    if name == "wikipedia":
-        cfg = WikipediaConfig(api_url=os.environ.get("TVOMNER_WIKI_API_URL", WikipediaConfig.api_url))
-        return WikipediaSource(Path(data_cfg.cache_dir) / "wikipedia.jsonl", cfg,
-                               offline=os.environ.get("TVOMNER_WIKI_OFFLINE", "") == "1")
-    if name == "tweet_files":
-        return TweetFileSource(default_knowledge_file(data_cfg))
-    raise ValueError(f"unknown knowledge_source {name!r}; choose 'local', 'wikipedia' or 'tweet_files'")
+def knowledge_source(res) -> KnowledgeSource:
+    """The knowledge source that ``res`` names (``tvolib.resources.Resources``)."""
+    if res.knowledge == "local":
+        return LocalKB(ensure_kb(res.kb, list(res.kb_inputs)) if res.kb_inputs else res.kb)
+    if res.knowledge == "wikipedia":
+        return WikipediaSource(res.wiki_cache, res.wikipedia, offline=res.wiki_offline)
+    if res.knowledge == "tweet_files":
+        return TweetFileSource(res.knowledge_file)
+    raise ValueError(f"no knowledge source to open (knowledge={res.knowledge!r})")
 
 
 def _source_id(src: KnowledgeSource) -> str:
@@ -134,11 +92,7 @@ def retrieve(ds, cache_path: str | Path, candidates, source: KnowledgeSource, fi
     if not todo:
         return out
     filt = filt or RelevanceFilter(cfg=filt_cfg)
-    it = todo
-    if progress:
-        from tqdm.auto import tqdm
-        it = tqdm(todo, desc=f"knowledge ({source.name})")
-    for t in it:
+    for t in tqdm(todo, desc=f"knowledge ({source.name})", disable=not progress):
         cands = candidates[t.id]["candidates"]
         items = []
         if cands:
@@ -160,35 +114,49 @@ def retrieve(ds, cache_path: str | Path, candidates, source: KnowledgeSource, fi
     return out
 
 
-def augmentations(ds, data_cfg, model_cfg, progress: bool = False, tagger_cfg: TaggerConfig | None = None,
-                  relevance_cfg: RelevanceConfig | None = None, k: int = 3,
-                  source: KnowledgeSource | None = None, relevance_filter: RelevanceFilter | None = None,
-                  log=print) -> dict[str, list[tuple[str, str]]]:
+def tag_candidates(tweets, tagger: CandidateTagger, tagger_info: dict, cache_path: Path) -> dict[str, dict]:
+    """Candidates of new tweets from a trained tagger (a checkpoint's), cached by the tagger's
+    weights hash and the tweet id (prediction ids are content hashes): ``{tweet id: record}``."""
+    tag_id = tagger_info.get("weights_hash") or stable_hash(tagger_info)
+    cache = JsonlCache(cache_path, key="key")
+    todo = [t for t in tweets if f"{tag_id}|{t.id}" not in cache]
+    if todo:
+        tcfg = tagger_info.get("config", {})
+        spans = tagger.predict([t.tokens for t in todo], tcfg.get("eval_batch_size", 64), tcfg.get("max_length", 128))
+        for t, sp in zip(todo, spans):
+            cache.append({"key": f"{tag_id}|{t.id}", "tagger": tag_id, "spans": [list(x) for x in sp],
+                          "candidates": [" ".join(t.tokens[s:e]) for s, e in sp]})
+    return {t.id: cache[f"{tag_id}|{t.id}"] for t in tweets}
+
+
+def augmentations(ds, model_cfg, res, progress: bool = False, tagger: tuple[CandidateTagger, dict] | None = None,
+                  k: int = 3, source: KnowledgeSource | None = None,
+                  relevance_filter: RelevanceFilter | None = None) -> dict[str, list[tuple[str, str]]]:
     """For every tweet id of every split: ``[(candidate, kept knowledge), ...]`` in tweet order.
 
-    ``use_candidates=False`` → empty lists; ``use_knowledge=False`` → knowledge ``""``. The
-    candidate tagger defaults to ``model_cfg.text_encoder`` (``TaggerConfig`` for the rest).
+    ``use_candidates=False`` → empty lists; ``use_knowledge=False`` → knowledge ``""``. Candidates
+    come from ``tagger`` (a trained ``(model, info)``, prediction) or from the dataset's own tagger
+    (``res.tagger``, training); ``source`` replaces the knowledge source that ``res`` names.
     """
     tweets = ds.all()
     if not model_cfg.use_candidates:
         return {t.id: [] for t in tweets}
-    cache_dir = Path(data_cfg.dataset_cache)
-    tagger_cfg = tagger_cfg or TaggerConfig(encoder=model_cfg.text_encoder)
-    cands = make_candidates(ds, cache_dir / "candidates.jsonl", tagger_cfg, progress=progress, log=log)
+    cache_dir = Path(res.dataset_cache)
+    if tagger is not None:
+        cands = tag_candidates(tweets, tagger[0], tagger[1], cache_dir / "candidates.jsonl")
+    else:
+        cands = make_candidates(ds, cache_dir / "candidates.jsonl", res.tagger, progress=progress)
     if not model_cfg.use_knowledge:
         return {t.id: [(c, "") for c in cands[t.id]["candidates"]] for t in tweets}
     own = source is None
-    source = source or knowledge_source(model_cfg.knowledge_source, data_cfg, log)
+    source = source or knowledge_source(res)
     try:
-        kc = retrieve(ds, cache_dir / "knowledge.jsonl", cands, source, relevance_cfg, k, progress,
+        kc = retrieve(ds, cache_dir / "knowledge.jsonl", cands, source, res.relevance, k, progress,
                       filt=relevance_filter)
     finally:
         if own:
             source.close()
-    out = {}
-    for t in tweets:
-        out[t.id] = [(it["candidate"], it["knowledge"]) for it in kc[t.id]["items"]]
-    return out
+    return {t.id: [(it["candidate"], it["knowledge"]) for it in kc[t.id]["items"]] for t in tweets}
 
 
 def coverage(augs: dict[str, list[tuple[str, str]]], ids=None) -> dict:

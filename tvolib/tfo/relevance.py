@@ -18,56 +18,9 @@ import re
 from dataclasses import dataclass
 
 import torch
-from transformers import AutoModel, AutoTokenizer
 
 from ..cache import stable_hash
-from ..weights import ResourceMissing, resolve_text_encoder
-
-
-class SentenceEncoder:
-    """``encode(texts) -> (N, dim)`` L2-normalised mean-pooled embeddings (cosine = dot product)."""
-
-    def __init__(self, name: str = "minilm", device: str = "cpu", max_length: int = 128,
-                 _model=None, _tokenizer=None):
-        self.name = name
-        self.device = torch.device(device)
-        self.max_length = max_length
-        if _model is None:
-            path = resolve_text_encoder(name)
-            try:
-                _tokenizer = AutoTokenizer.from_pretrained(path)
-                _model = AutoModel.from_pretrained(path)
-            except OSError as e:
-                raise ResourceMissing(f"sentence encoder {name!r} at {path} could not be loaded: {e}") from None
-        self.tokenizer = _tokenizer
-        self.model = _model.to(self.device).eval()
-        self.dim = int(self.model.config.hidden_size)
-
-    @classmethod
-    def from_config(cls, config, tokenizer=None, device: str = "cpu") -> "SentenceEncoder":
-        """Random weights from a transformers config (tests). The tokenizer defaults to MiniLM's
-        vocabulary (a local file, no network); ``config.vocab_size`` must cover it."""
-        if tokenizer is None:
-            tokenizer = AutoTokenizer.from_pretrained(resolve_text_encoder("minilm"))
-        model = AutoModel.from_config(config)
-        return cls(name=f"random:{config.model_type}", device=device, _model=model, _tokenizer=tokenizer)
-
-    @torch.no_grad()
-    def encode(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
-        if isinstance(texts, str):
-            raise TypeError("encode expects a list of strings, not a single string")
-        out = []
-        for i in range(0, len(texts), batch_size):
-            batch = [t if t.strip() else self.tokenizer.unk_token for t in texts[i:i + batch_size]]
-            enc = self.tokenizer(batch, padding=True, truncation=True, max_length=self.max_length,
-                                 return_tensors="pt").to(self.device)
-            hidden = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
-            m = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)     # mean pooling
-            out.append(torch.nn.functional.normalize(pooled.float(), dim=-1).cpu())
-        if not out:
-            return torch.zeros(0, self.dim)
-        return torch.cat(out)
+from ..weights import SentenceEncoder
 
 
 _SENT_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")

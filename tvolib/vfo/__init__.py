@@ -6,10 +6,5 @@
   robust parsing, retries, concurrency, JSONL cache that resumes.
 * ``grounding`` — GroundingDINO (transformers) phrases → boxes, crops → ``v_obj``; "w/o LLMs".
 * ``fusion`` — ``TextGuidedVAE`` (Eq. 2), ``AdaptiveFusion`` (Eq. 3), ``VisualFeatureOptimizer``.
-* ``pipeline`` — ``visual_features(ds, data_cfg, model_cfg) -> VisualFeatures``.
+* ``pipeline`` — ``visual_features(ds, model_cfg, res, side) -> VisualFeatures``.
 """
-from .fusion import AdaptiveFusion, TextGuidedVAE, VisualFeatureOptimizer
-from .pipeline import VisualFeatures, visual_features
-
-__all__ = ["AdaptiveFusion", "TextGuidedVAE", "VisualFeatureOptimizer", "VisualFeatures",
-           "visual_features"]

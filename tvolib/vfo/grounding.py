@@ -166,7 +166,7 @@ def ground_images(items: dict[str, tuple[str | Path | None, list[str]]], cache: 
             "seconds": round(time.perf_counter() - t0, 3)}
 
 
-def import_boxes(path: str | Path, cache: JsonlCache, phrases: dict[str, list[str]] | None = None,
+def import_boxes(path: str | Path | dict, cache: JsonlCache, phrases: dict[str, list[str]] | None = None,
                  source: str = "sample-ground-truth", keep: set | None = None) -> int:
     """Copy boxes from ``objects.jsonl`` (``{"imgid", "objects": [{"label", "type", "box"}],
     "related", "image_written"}``) into a boxes cache, recording ``source`` honestly.
@@ -174,12 +174,17 @@ def import_boxes(path: str | Path, cache: JsonlCache, phrases: dict[str, list[st
     Only objects with an entity ``type`` are kept (distractors are what the LLM would not name),
     none for unrelated images (``related: false``, the LLM's ``[]``). When ``phrases`` are given and
     their number matches, each box is attached to its phrase (the sample writes them in order).
-    ``keep``: only these IMGIDs. Returns how many records were added (existing ones are kept)."""
-    path = Path(path)
-    if not path.exists():
-        raise ResourceMissing(f"boxes file {path} not found")
+    ``keep``: only these IMGIDs. ``path`` may also be ``{imgid: record}`` already read (prediction).
+    Returns how many records were added (existing ones are kept)."""
+    if isinstance(path, dict):
+        records, path = [(None, dict(r, imgid=k)) for k, r in path.items()], Path("input")
+    else:
+        path = Path(path)
+        if not path.exists():
+            raise ResourceMissing(f"boxes file {path} not found")
+        records = iter_jsonl(path)
     added = 0
-    for i, r in iter_jsonl(path):
+    for i, r in records:
         try:
             k = str(r["imgid"])
             objs = [o for o in r.get("objects", []) if o.get("type")] if r.get("related", True) else []

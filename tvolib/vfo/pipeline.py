@@ -1,6 +1,6 @@
 """The visual stage of TVOMNER on a dataset: every cache of section 4.2 filled, then loaded.
 
-``visual_features(ds, data_cfg, model_cfg)`` returns a ``VisualFeatures`` table for every tweet of
+``visual_features(ds, model_cfg, res, side)`` returns a ``VisualFeatures`` table for every tweet of
 every split. Per tweet, automatically:
 
 * **global feature** — ``glob_kind``: ``"image"`` when the image loads (frozen image encoder,
@@ -13,18 +13,20 @@ every split. Per tweet, automatically:
   mean-pooled; projected like captions), else ``"none"``: no phrase (the LLM said the image is
   unrelated), no box, or ``object_source="none"``.
 
-Where the phrases come from (``object_source="llm"``), in order: the dataset's phrases cache
-(``phrases.jsonl``), the file ``DataConfig.phrases`` (copied into the cache with its own
-``source``), the LLM endpoint when configured (``tvolib.vfo.llm``; captions for images without one
-are asked first). ``DataConfig.phrases = "caption-noun-chunks"`` instead takes the noun chunks of
+``side`` (``SideInputs``) holds the per-tweet inputs read from the user's files by IMGID: captions,
+LLM phrases and drawn boxes (``SideInputs.from_config`` reads a ``DataConfig``'s files; prediction
+builds one in memory). Where the phrases come from (``object_source="llm"``), in order: the
+dataset's phrases cache (``phrases.jsonl``), ``side.phrases`` (copied into the cache with its own
+``source``), the LLM endpoint when configured (``res.llm``; captions for images without one
+are asked first). ``side.phrases = "caption-noun-chunks"`` instead takes the noun chunks of
 each tweet's caption (``tvolib.vfo.caption_phrases``, spaCy; cached in
 ``phrases-caption-noun-chunks.jsonl``): the offline stand-in where there is neither an LLM nor an image,
 recorded as such in every record's ``source``. Boxes: the boxes cache (``boxes-llm.jsonl``), GroundingDINO when
-``TVOMNER_GROUNDING_MODEL`` is set, else the file ``DataConfig.boxes`` (the sample's drawn boxes,
+``res.grounding`` names a model, else ``side.boxes`` (the sample's drawn boxes,
 recorded as ``"sample-ground-truth"``). A tweet with a usable image whose phrases or boxes cannot be
 obtained raises ``ResourceMissing`` saying how to provide them. Nothing is ever faked.
 
-Caches live in ``DataConfig.dataset_cache``; a warm re-run opens no image and loads no model.
+Caches live in ``res.dataset_cache``; a warm re-run opens no image and loads no model.
 Counts and timings are written to ``<dataset_cache>/visual_report.json``.
 """
 from __future__ import annotations
@@ -34,11 +36,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import timm
 import torch
 
 from ..cache import FeatureCache, JsonlCache, atomic_write_json, stable_hash
 from ..config import DEFAULT_SENTENCE_ENCODER
-from ..weights import ResourceMissing
+from ..weights import ResourceMissing, SentenceEncoder
+from . import grounding as G
+from . import llm as L
+from .caption_phrases import write_phrases
 from .encoders import (ImageEncoder, extract_image_features, extract_text_features,
                        resolve_image_encoder, safe_name, stack_rows)
 from .fusion import GLOB_CAPTION, GLOB_IMAGE, GLOB_NONE, OBJ_IMAGE, OBJ_NONE, OBJ_PHRASES
@@ -93,21 +99,38 @@ class VisualFeatures:
         return {k: v.to(device) for k, v in out.items()} if device is not None else out
 
 
+@dataclass
+class SideInputs:
+    """Per-tweet inputs beside the tokens and the image, by IMGID: what the visual stage reads from
+    the user's files. ``phrases``: ``CAPTION_PHRASES``, ``{imgid: record}`` or None; ``boxes``: a
+    boxes file (``objects.jsonl`` layout), ``{imgid: record}`` of that layout, or None."""
+
+    captions: dict[str, str] = field(default_factory=dict)
+    phrases: str | dict[str, dict] | None = None
+    phrases_file: str | None = None
+    boxes: str | dict[str, dict] | None = None
+
+    @classmethod
+    def from_config(cls, data_cfg) -> "SideInputs":
+        """The captions, phrases and boxes files that a ``DataConfig`` names (missing phrases file:
+        none; the boxes file is read when boxes are needed)."""
+        phrases = data_cfg.phrases
+        if phrases and phrases != CAPTION_PHRASES:
+            phrases = L.load_phrases_file(phrases) if Path(phrases).exists() else None
+        return cls(captions=L.load_captions(data_cfg.captions) if data_cfg.captions else {},
+                   phrases=phrases, phrases_file=str(data_cfg.phrases) if phrases else None,
+                   boxes=data_cfg.boxes)
+
+
 def image_dim(name: str, cache: FeatureCache | None = None) -> int:
     """The encoder's feature width, from a cache's metadata or a weightless (meta) model."""
     if cache is not None and cache.metadata.get("dim"):
         return int(cache.metadata["dim"])
-    import timm
     with torch.device("meta"):
         return int(timm.create_model(name, pretrained=False, num_classes=0).num_features)
 
 
-def _sentence_encoder():
-    from ..tfo.relevance import SentenceEncoder
-    return SentenceEncoder(DEFAULT_SENTENCE_ENCODER)
-
-
-def visual_features(ds, data_cfg, model_cfg, progress: bool = False, sentence_encoder=None,
+def visual_features(ds, model_cfg, res, side: SideInputs, progress: bool = False, sentence_encoder=None,
                     image_encoder=None, grounder=None, llm_client=None) -> VisualFeatures:
     """Fill the visual caches of ``ds`` and return its ``VisualFeatures`` (see the module docstring).
 
@@ -116,7 +139,7 @@ def visual_features(ds, data_cfg, model_cfg, progress: bool = False, sentence_en
     (``tvolib.vfo.grounding.Grounder``), ``llm_client`` (``tvolib.vfo.llm.LLMClient``)."""
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
-    cache_dir = Path(data_cfg.dataset_cache)
+    cache_dir = Path(res.dataset_cache)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tweets = ds.all()
     ids = [t.id for t in tweets]
@@ -161,9 +184,7 @@ def visual_features(ds, data_cfg, model_cfg, progress: bool = False, sentence_en
     # ---- captions: the stand-in for a missing image --------------------------------------
     t0 = time.perf_counter()
     captions: dict[str, str] = {}
-    if data_cfg.captions:
-        from .llm import load_captions
-        captions.update({k: v for k, v in load_captions(data_cfg.captions).items() if k in index})
+    captions.update({k: v for k, v in side.captions.items() if k in index})
     llm_caps = JsonlCache(cache_dir / "captions-llm.jsonl", key="imgid")
     captions.update({r["imgid"]: r["caption"] for r in llm_caps if r["imgid"] in index
                      and r["imgid"] not in captions})
@@ -171,7 +192,7 @@ def visual_features(ds, data_cfg, model_cfg, progress: bool = False, sentence_en
 
     def get_sentence_encoder():
         if "enc" not in sent_holder:
-            sent_holder["enc"] = sentence_encoder or _sentence_encoder()
+            sent_holder["enc"] = sentence_encoder or SentenceEncoder(DEFAULT_SENTENCE_ENCODER)
         return sent_holder["enc"]
 
     sent_name = safe_name(sentence_encoder.name if sentence_encoder is not None else DEFAULT_SENTENCE_ENCODER)
@@ -195,9 +216,7 @@ def visual_features(ds, data_cfg, model_cfg, progress: bool = False, sentence_en
     src = model_cfg.object_source
     if model_cfg.visual == "optimized" and src != "none":
         usable_ids = [k for k in ids if img_ok[index[k]]]
-        from . import grounding as G
-        from .grounding import GroundingConfig
-        gcfg = GroundingConfig.from_env()
+        gcfg = res.grounding
 
         def get_grounder():
             if grounder is not None:
@@ -206,7 +225,7 @@ def visual_features(ds, data_cfg, model_cfg, progress: bool = False, sentence_en
 
         t0 = time.perf_counter()
         if src == "llm":
-            phrases = _phrases(ds, data_cfg, cache_dir, ids, usable_ids, captions, counts, paths,
+            phrases = _phrases(ds, side, res.llm, cache_dir, ids, usable_ids, captions, counts, paths,
                                llm_client, progress)
             timings["phrases"] = time.perf_counter() - t0
             t0 = time.perf_counter()
@@ -214,8 +233,8 @@ def visual_features(ds, data_cfg, model_cfg, progress: bool = False, sentence_en
             need = {k: (paths[k], phrases[k]) for k in usable_ids}
             if grounder is not None or gcfg.model:
                 G.ground_images(need, bcache, get_grounder, progress=progress)
-            elif any(k not in bcache for k in need) and data_cfg.boxes:
-                G.import_boxes(data_cfg.boxes, bcache, phrases=phrases, keep=set(need))
+            elif any(k not in bcache for k in need) and side.boxes:
+                G.import_boxes(side.boxes, bcache, phrases=phrases, keep=set(need))
             lacking = [k for k in need if k not in bcache]
             if lacking:
                 raise ResourceMissing(
@@ -279,13 +298,11 @@ def visual_features(ds, data_cfg, model_cfg, progress: bool = False, sentence_en
                           obj_kind=obj_kind, d_caption=d_cap, counts=counts)
 
 
-def _phrases(ds, data_cfg, cache_dir: Path, ids, usable_ids, captions, counts, paths, llm_client,
+def _phrases(ds, side: SideInputs, llm_cfg, cache_dir: Path, ids, usable_ids, captions, counts, paths, llm_client,
              progress) -> dict[str, list[str]]:
-    """``{imgid: phrases}`` from the cache, the phrases file, or the LLM (module docstring)."""
-    from . import llm as L
-    if data_cfg.phrases == CAPTION_PHRASES:
+    """``{imgid: phrases}`` from the cache, the side inputs, or the LLM (module docstring)."""
+    if side.phrases == CAPTION_PHRASES:
         # offline stand-in: the noun chunks of each tweet's caption (tvolib.vfo.caption_phrases)
-        from .caption_phrases import write_phrases
         path = cache_dir / f"phrases-{CAPTION_PHRASES}.jsonl"
         s = write_phrases({k: captions[k] for k in ids if k in captions}, path, progress=progress)
         counts["caption_phrases"] = s
@@ -293,17 +310,15 @@ def _phrases(ds, data_cfg, cache_dir: Path, ids, usable_ids, captions, counts, p
         counts["phrases_source"] = dict(Counter(pc[k].get("source") for k in ids if k in pc))
         return {k: list(pc[k]["phrases"]) for k in ids if k in pc}
     pc = JsonlCache(cache_dir / "phrases.jsonl", key="imgid")
-    if data_cfg.phrases and Path(data_cfg.phrases).exists():
-        filed = L.load_phrases_file(data_cfg.phrases)
+    if isinstance(side.phrases, dict):
         for k in ids:
-            if k not in pc and k in filed:
-                rec = dict(filed[k])
+            if k not in pc and k in side.phrases:
+                rec = dict(side.phrases[k])
                 rec.setdefault("source", "file")
-                rec["file"] = str(data_cfg.phrases)
+                rec["file"] = side.phrases_file
                 pc.append(rec)
-    cfg = L.LLMConfig.from_env()
-    if llm_client is not None or cfg.configured:
-        client = llm_client or L.LLMClient(cfg)
+    if llm_client is not None or llm_cfg.configured:
+        client = llm_client or L.LLMClient(llm_cfg)
         tweets = {t.id: t for t in ds.all()}
         # captions first, for usable images without one
         need_cap = {k: paths[k] for k in usable_ids if k not in captions}

@@ -38,6 +38,15 @@ class TweetFileSource(KnowledgeSource):
         # the files' content, so that knowledge cached from an edited file is not served again
         self.fingerprint = digest.hexdigest()[:12]
 
+    @classmethod
+    def from_texts(cls, aux: dict[str, str], name: str) -> "TweetFileSource":
+        """A source over texts already read (prediction: keyed by its content ids), named ``name``."""
+        self = cls.__new__(cls)
+        self.paths = [Path(name)]
+        self.aux = {str(k): v for k, v in aux.items()}
+        self.fingerprint = hashlib.sha256(repr(sorted(self.aux.items())).encode()).hexdigest()[:12]
+        return self
+
     def __contains__(self, tweet_id) -> bool:
         return str(tweet_id) in self.aux
 
