@@ -6,7 +6,11 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.tvomner-installed
 
-.PHONY: install reports test browser-check kernel sample clean-cache
+# The data root (TVOMNER_DATA, default data/ here, git-ignored): `make data` links it to the benchmark
+# files beside this checkout when they exist (DATA=/path/to/data for another folder).
+DATA   ?= ../shared/data
+
+.PHONY: install reports test browser-check kernel sample clean-cache data
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -25,6 +29,11 @@ test: $(STAMP)
 # notebook 06 in JupyterLab and its HTML copy, in headless Chromium (installs chromium and playwright)
 browser-check: $(STAMP)
 	bash tests/browser/run.sh $(ARGS)
+
+data:
+	@if [ -e data ]; then echo "data/ exists: $$(readlink -f data)"; \
+	elif [ -d "$(DATA)" ]; then ln -s "$$(cd "$(DATA)" && pwd)" data && echo "data -> $(DATA)"; \
+	else echo "no $(DATA): set DATA=/path/to/data (folders twitter2015/, twitter2017/, kb/, llm_knowledge/, captions/)"; fi
 
 sample: $(STAMP)
 	$(BIN)/python -m tvolib.sample.make_sample

@@ -31,6 +31,7 @@ def probe_run(run: str | Path, split: str = "test", max_samples: int | None = No
     from tvolib.data import Dataset
     from tvolib.inputs import dataset_from_config, prepare_data
     from tvolib.probing import branch_probe
+    from tvolib.resources import resolve
 
     run = Path(run)
     ckpt = run / "best" if (run / "best").exists() else run
@@ -43,7 +44,7 @@ def probe_run(run: str | Path, split: str = "test", max_samples: int | None = No
     tweets = full.splits[split][:max_samples]
     ds = Dataset(name=full.name, data_dir=full.data_dir, image_dir=full.image_dir,
                  splits={"train": full.splits["train"], "valid": [], "test": []} | {split: tweets})
-    prepared = prepare_data(ds, data_cfg, model_cfg, meta=meta)
+    prepared = prepare_data(ds, data_cfg, model_cfg, resolve(data_cfg, model_cfg), meta=meta)
     res = branch_probe(model, prepared.examples[split], prepared.collate, prepared.visual, batch_size=batch_size)
     return {"checkpoint": str(ckpt), "split": split, **res.summary()}
 

@@ -48,18 +48,20 @@ def main(argv=None):
                        max_train_samples=a.max_train_samples, threads=a.threads)
     cache_path = Path(a.cache_dir) / name / "candidates.jsonl"
     t0 = time.time()
-    cache = make_candidates(ds, cache_path, cfg, log=lambda m: print(m, flush=True))
+    cache = make_candidates(ds, cache_path, cfg)
     wall = time.time() - t0
     scores = {s: span_scores(ds[s], cache) for s in ds.splits}
     from collections import Counter
     prov = Counter(f"model={r.get('model')} epochs={r.get('epochs')} k_folds={r.get('k_folds')} "
-                   f"config_hash={r.get('config_hash')}" for r in cache)
+                   f"config_hash={r.get('config_hash')}" for r in cache.values())
     rec = {"dataset": name, "data_dir": a.data_dir, "cache": str(cache_path), "tagger": cfg.__dict__,
            "wall_s_this_run": round(wall, 1), "span_scores": scores, "cache_provenance": dict(prov),
            "note": "untyped candidate spans vs gold (lenient seqeval spans); train = out-of-fold predictions"}
     if a.coverage:
         from tvolib.config import DataConfig
         from tvolib.data import Dataset
+        from tvolib.config import ModelConfig
+        from tvolib.resources import resolve
         from tvolib.tfo.pipeline import knowledge_source, retrieve
         from tvolib.tfo.relevance import RelevanceConfig, RelevanceFilter
         dc = DataConfig(data_dir=a.data_dir, image_dir=None, captions=None, dataset=name, cache_dir=a.cache_dir)
@@ -67,7 +69,7 @@ def main(argv=None):
         filt = RelevanceFilter(cfg=RelevanceConfig(threshold=a.threshold, budget=a.budget))
         rec["coverage"] = {}
         for src_name in a.coverage:
-            src = knowledge_source(src_name, dc, log=lambda m: print(m, flush=True))
+            src = knowledge_source(resolve(dc, ModelConfig(knowledge_source=src_name)))
             t1 = time.time()
             kc = retrieve(view, dc.dataset_cache / "knowledge.jsonl", cache, src, filt=filt, progress=False)
             per = {}

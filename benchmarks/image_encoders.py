@@ -34,11 +34,12 @@ torch.set_num_threads(int(sys.argv[2]))
 t0 = time.perf_counter()
 from tvolib.config import DataConfig, ModelConfig
 from tvolib.data import load_dataset
-from tvolib.vfo.pipeline import visual_features
+from tvolib.resources import resolve
+from tvolib.vfo.pipeline import SideInputs, visual_features
 dc = DataConfig(cache_dir=sys.argv[1])
 ds = load_dataset(dc.data_dir, dc.image_dir, name=dc.dataset)
 t1 = time.perf_counter()
-vf = visual_features(ds, dc, ModelConfig())
+vf = visual_features(ds, ModelConfig(), resolve(dc, ModelConfig()), SideInputs.from_config(dc))
 t2 = time.perf_counter()
 print(json.dumps({"call_s": t2 - t1, "process_s": t2 - t0, "counts": vf.counts}))
 """

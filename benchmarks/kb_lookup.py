@@ -37,7 +37,7 @@ def main(argv=None):
     # would change its build stamp and so invalidate every knowledge.jsonl made from it
     out = Path(a.cache_dir) / "kb" / "benchmark.sqlite"
     t0 = time.perf_counter()
-    info = build_kb(out, [p.resolve() for p in inputs], log=None)
+    info = build_kb(out, [p.resolve() for p in inputs])
     build_s = time.perf_counter() - t0
     queries = []
     for name in ("twitter2015", "twitter2017"):

@@ -28,7 +28,7 @@ def sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def snapshot(work: Path) -> dict:
+def snapshot(work: Path, settings=SETTINGS) -> dict:
     from tvolib.predict import Predictor
     try:
         from tvolib.io import format_output
@@ -40,7 +40,7 @@ def snapshot(work: Path) -> dict:
     torch.set_num_threads(1)
     out = {}
     test = read_conll(SAMPLE_DIR / "data" / "test.txt", split="test")
-    for setting in SETTINGS:
+    for setting in settings:
         data, model, train_cfg = configs("sample", {}, setting, 1, RECIPE, output_dir=str(work / setting),
                                          cache_dir=str(work / "cache"))
         from tvolib.train import train
@@ -66,13 +66,14 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--compare", help="a snapshot to compare with; exit 1 on any difference")
+    ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=SETTINGS)
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as d:
-        snap = snapshot(Path(d))
+        snap = snapshot(Path(d), a.settings)
     Path(a.out).write_text(json.dumps(snap, indent=1) + "\n")
     if a.compare:
         ref = json.loads(Path(a.compare).read_text())
-        bad = [f"{s}.{k}" for s in ref for k in ref[s] if snap.get(s, {}).get(k) != ref[s][k]]
+        bad = [f"{s}.{k}" for s in snap for k in ref[s] if snap[s].get(k) != ref[s][k]]
         print("parity: identical" if not bad else f"parity: differs in {bad}")
         return 1 if bad else 0
     return 0

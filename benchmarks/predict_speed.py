@@ -9,7 +9,7 @@ For each checkpoint: the time to load it, tweets/s of the first ``predict`` call
 cache (cold: candidates, knowledge retrieval and filtering, image features are computed) and of the
 same call again (warm: every cached stage is read back, only the model runs). The plain pipeline is
 ``transformers.pipeline("token-classification")`` over the checkpoint's encoder (a fresh linear
-head; its accuracy is not the point, its cost is). Target (issue 14): the full model within 3x of
+head; its accuracy is not the point, its cost is). Target: the full model within 3x of
 the plain pipeline with its knowledge cached (the "warm / plain" column).
 """
 from __future__ import annotations

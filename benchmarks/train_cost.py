@@ -18,7 +18,7 @@ threads). With ``--pairs``, two 1-thread runs of the full model side by side are
     python benchmarks/train_cost.py --params params/visual_twitter2017.yaml --cache_dir cache \\
         --encoder minilm mpnet --max_length 96 160 --precision fp32 bf16 --threads 1 2 --pairs
 
-Targets (issue 16): full / plain time at equal input <= 1.3; bf16 steps >= 1.3x (MiniLM) and >= 2x
+Targets: full / plain time at equal input <= 1.3; bf16 steps >= 1.3x (MiniLM) and >= 2x
 (MPNet-base) faster than fp32. Writes ``<out>/train_cost.{json,md}``. Run it on an otherwise idle
 machine: every figure is a wall-clock time.
 """
@@ -41,10 +41,12 @@ def prepare(args, encoder: str, out: Path) -> dict:
     import dataclasses
     import torch
     from tvolib.config import DEFAULT_TEXT_ENCODER
-    from tvolib.inputs import dataset_from_config, prepare_data, text_augmentations
+    from tvolib.inputs import dataset_from_config, prepare_data
+    from tvolib.resources import resolve
+    from tvolib.tfo.pipeline import augmentations
     from tvolib.settings import configs
     if args.params:
-        from tvolib.experiments import load_experiment
+        from tvolib.runs.plan import load_experiment
         exp = load_experiment(args.params)
         name, spec = next(iter(exp["datasets"].items()))
     else:
@@ -59,8 +61,8 @@ def prepare(args, encoder: str, out: Path) -> dict:
         # the candidates and knowledge of the default encoder's tagger (cached by training runs), so
         # every encoder sees the same text; only the tokenizer differs
         base_cfg = dataclasses.replace(model_cfg, text_encoder=DEFAULT_TEXT_ENCODER)
-        augs = text_augmentations(ds, data_cfg, base_cfg)
-        prepared = prepare_data(ds, data_cfg, model_cfg, augs=augs)
+        augs = augmentations(ds, base_cfg, resolve(data_cfg, base_cfg))
+        prepared = prepare_data(ds, data_cfg, model_cfg, resolve(data_cfg, model_cfg), augs=augs)
         ex = prepared.examples["train"]
         g = torch.Generator().manual_seed(0)
         order = torch.randperm(len(ex), generator=g).tolist()
@@ -229,7 +231,7 @@ def markdown(summary: dict) -> str:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--params", default=None, help="a tvolib.experiments parameters file: its first dataset")
+    ap.add_argument("--params", default=None, help="a tvolib.runs parameters file: its first dataset")
     ap.add_argument("--setting", default="tvomner+pgim")
     ap.add_argument("--cache_dir", default="cache")
     ap.add_argument("--encoder", nargs="+", default=["minilm"])

@@ -283,3 +283,40 @@ def test_a_damaged_tagger_is_refused_naming_the_file(tmp_path):
     f.write_bytes(bytes(data))
     with pytest.raises(ValueError, match=r"tagger\.safetensors: the weights hash to .* as tagger.json records"):
         load_tagger(path)
+
+
+def test_the_thread_count_is_part_of_the_taggers_identity_and_is_restored(ds):
+    """Taggers trained under 1 and 2 CPU threads differ in their last bits, so the count is part
+    of the tagger's identity (its folder and its records' key); training leaves the caller's count."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = TaggerConfig().hash()
+        assert one == TaggerConfig(threads=1).hash()
+        torch.set_num_threads(2)
+        assert TaggerConfig().hash() != one and TaggerConfig(threads=1).hash() == one
+        C.train_tagger(ds.splits["train"][:4], TaggerConfig(encoder="random:bert", epochs=1, threads=1), factory)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_candidates_are_the_same_built_at_once_or_resumed_after_a_kill(ds, tmp_path):
+    """The cache holds the same records whether it was built in one go or resumed after losing its
+    last records (another order of work, a second process)."""
+    cfg = TaggerConfig(encoder="random:bert", epochs=1, k_folds=2, batch_size=4, threads=1)
+    whole = make_candidates(ds, tmp_path / "a" / "candidates.jsonl", cfg, model_factory=factory)
+    part = tmp_path / "b" / "candidates.jsonl"
+    make_candidates(ds, part, cfg, model_factory=factory)
+    lines = part.read_text().splitlines()
+    part.write_text("\n".join(lines[: len(lines) // 3]) + "\n")           # killed after a third
+    code = ("import sys; sys.path.insert(0, 'tests'); from test_tfo_candidates import factory; "
+            "from tvolib.data import load_dataset; from tvolib.sample import SAMPLE_DIR; "
+            "from tvolib.tfo.candidates import TaggerConfig, make_candidates; import json; "
+            "ds = load_dataset(SAMPLE_DIR / 'data', None, 'sample', max_samples=12); "
+            f"c = make_candidates(ds, {str(part)!r}, TaggerConfig(encoder='random:bert', epochs=1, k_folds=2, "
+            "batch_size=4, threads=1), model_factory=factory); print(json.dumps({k: r['spans'] for k, r in c.items()}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=str(SAMPLE_DIR.parents[1]))
+    resumed = json.loads(out.stdout.strip().splitlines()[-1])
+    assert resumed == {k: r["spans"] for k, r in whole.items()}

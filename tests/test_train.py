@@ -317,7 +317,7 @@ BEFORE_SPLIT = {
 def test_the_split_trainer_reproduces_the_recorded_sample_run(tmp_path, stand_ins, setting):
     from tvolib.train import train
     torch.set_num_threads(1)
-    # cross_norm="post", gate_init=0.95: the CFF as it was when the figures were recorded (defaults since changed)
+    # cross_norm="post", gate_init=0.95: the CFF configuration the figures were recorded with (not the defaults)
     mk = (dict(num_heads=4, lstm_hidden=16, latent_dim=6, dropout=0.1, cross_norm="post", gate_init=0.95)
           if setting == "full" else
           dict(num_heads=4, lstm_hidden=16, dropout=0.1, visual="none", use_candidates=False))
@@ -407,7 +407,7 @@ def test_fused_adamw_is_the_default_recorded_and_matches_torchs_default(tmp_path
     from tvolib.config import from_dict
     from tvolib.train import train
     assert TrainConfig().adamw == "fused"
-    assert from_dict(TrainConfig, {"output_dir": "x"}).adamw == "torch-default"     # saved before the field
+    assert from_dict(TrainConfig, {"output_dir": "x"}).adamw == "torch-default"     # a config of the first format
     runs = {}
     for impl in ("fused", "torch-default"):
         data, model, tr = cfgs(tmp_path, impl, epochs=1, max_epoch_steps=2, adamw=impl)

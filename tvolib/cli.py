@@ -1,7 +1,7 @@
 """``tvomner``: train TVOMNER, tag tweets with a checkpoint, list the ablations.
 
-    tvomner train --data_dir ../shared/data/twitter2017 --image_dir none \\
-        --captions ../shared/data/captions/blip2_twitter2017.json --dataset twitter2017 \\
+    tvomner train --data_dir data/twitter2017 --image_dir none \\
+        --captions data/captions/blip2_twitter2017.json --dataset twitter2017 \\
         --output_dir runs/t17-full --epochs 4 [--ablation "w/o VAE"] [--visual none ...]
     torchrun --nproc_per_node 2 -m tvolib.cli train ...          # DDP (gloo on CPU, nccl on GPU)
     tvomner predict --checkpoint runs/t17-full/best --input tweets.txt [--image_dir imgs] \\

@@ -24,7 +24,7 @@ from .baselines import Vocab, build_vocab, collate_words
 from .cache import stable_hash
 from .config import DataConfig, ModelConfig
 from .data import LABEL2ID, Dataset, load_dataset
-from .tfo.candidates import ensure_tagger, tagger_dir
+from .tfo.candidates import ensure_tagger, read_tagger_info, tagger_dir
 from .tfo.encoder import build_inputs
 from .tfo.pipeline import augmentations
 from .vfo.pipeline import SideInputs, visual_features
@@ -133,10 +133,13 @@ def make_collate(model_cfg: ModelConfig, pad_id: int = 0, visual=None) -> Callab
     return collate
 
 
-def side_digest(augs: dict | None, visual) -> dict:
-    """Hashes of the side inputs the examples were built from: the (candidate, knowledge) pairs
-    and the visual feature table, so two runs with the same configs and other inputs differ."""
+def side_digest(augs: dict | None, visual, tagger: dict | None = None) -> dict:
+    """Hashes of the side inputs the examples were built from: the candidate tagger's weights, the
+    (candidate, knowledge) pairs and the visual feature table, so two runs with the same configs and
+    other inputs differ."""
     out = {}
+    if tagger is not None:
+        out["tagger"] = tagger.get("weights_hash")
     if augs is not None:
         out["augmentations"] = stable_hash(sorted(augs.items()), n=16)
     if visual is not None:
@@ -150,24 +153,28 @@ def side_digest(augs: dict | None, visual) -> dict:
 
 def prepare_data(ds: Dataset, data_cfg: DataConfig, model_cfg: ModelConfig, res, *, side: SideInputs | None = None,
                  tagger=None, meta: dict | None = None, tokenizer=None, knowledge=None, visual_res=None,
-                 progress: bool = False) -> Prepared:
+                 augs: dict | None = None, progress: bool = False) -> Prepared:
     """Build every split's inputs once (see the module docstring). ``res``: the run's resolved
     resources (``tvolib.resources.resolve``); ``side``: the tweets' side inputs (default: the files
     of ``data_cfg``); ``tagger``: a trained ``(model, info)`` that tags the tweets (prediction);
     ``meta`` (a checkpoint's) fixes the tokenizer folder, the vocabulary and the feature widths;
     ``knowledge`` replaces the knowledge source that ``res`` names; ``visual_res`` puts the visual
-    caches elsewhere (prediction: one folder per image folder)."""
+    caches elsewhere (prediction: one folder per image folder); ``augs``: (candidate, knowledge) pairs
+    made already (benchmarks that compare encoders on the same text)."""
     meta = dict(meta or {})
     if model_cfg.arch == "tvomner":
         if tokenizer is None:
             path = meta.get("tokenizer_path") or resolve_text_encoder(model_cfg.text_encoder)
             tokenizer = AutoTokenizer.from_pretrained(path)
             meta.setdefault("tokenizer_path", str(path))
-        augs = augmentations(ds, model_cfg, res, progress=progress, tagger=tagger, source=knowledge)
+        if augs is None:
+            augs = augmentations(ds, model_cfg, res, progress=progress, tagger=tagger, source=knowledge)
+        tagger_info = tagger[1] if tagger is not None else None
         if tagger is None and model_cfg.use_candidates:
             folder = candidate_tagger(ds, res, model_cfg)
             if folder is not None:
                 meta["tagger_dir"] = str(folder)
+                tagger_info = read_tagger_info(folder)
         examples = {s: tokenize_tweets(tw, augs, tokenizer, data_cfg.max_length) for s, tw in ds.splits.items()}
         visual = None
         if model_cfg.visual != "none":
@@ -179,7 +186,7 @@ def prepare_data(ds: Dataset, data_cfg: DataConfig, model_cfg: ModelConfig, res,
         meta["_tokenizer"] = tokenizer
         meta["_augmentations"] = augs
         return Prepared(examples, make_collate(model_cfg, pad, visual), visual, meta,
-                        side_digest(augs if model_cfg.use_candidates else None, visual))
+                        side_digest(augs if model_cfg.use_candidates else None, visual, tagger_info))
     if model_cfg.arch in ("bilstm_crf", "cnn_bilstm_crf"):
         if "vocab" not in meta:
             train_words = [t.tokens for t in ds.splits["train"]]

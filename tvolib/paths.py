@@ -2,7 +2,7 @@
 
 papermill runs the notebooks from the repository root, JupyterLab from ``notebooks/``. Every notebook
 calls ``use_project_root()`` in its first code cell, so relative paths (``cache/``, ``runs/``,
-``../shared/data``, ``params/``) mean the same thing in both, and interactive work reuses what
+``data/``, ``params/``) mean the same thing in both, and interactive work reuses what
 ``make reports`` built.
 """
 from __future__ import annotations

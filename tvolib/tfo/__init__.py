@@ -6,7 +6,7 @@ Modules (imported lazily by the caller, so ``import tvolib.tfo`` stays cheap):
 * ``tvolib.tfo.candidates``: ``TaggerConfig``, ``CandidateTagger``, ``make_candidates``, ``span_scores``
 * ``tvolib.tfo.knowledge``: ``Passage``, ``KnowledgeSource``, ``LocalKB``, ``WikipediaSource``,
   ``TweetFileSource``, ``build_kb`` (CLI: ``python -m tvolib.tfo.knowledge build --out KB INPUTS...``)
-* ``tvolib.tfo.relevance``: ``SentenceEncoder``, ``RelevanceFilter``, ``RelevanceConfig``
+* ``tvolib.tfo.relevance``: ``RelevanceFilter``, ``RelevanceConfig`` (sentence embeddings: ``tvolib.weights.SentenceEncoder``)
 * ``tvolib.tfo.encoder``: ``build_inputs``, ``SelfAttentionLN`` (Eq. 1), ``TextEncoder``
-* ``tvolib.tfo.pipeline``: ``augmentations``, ``coverage``, ``knowledge_source``
+* ``tvolib.tfo.pipeline``: ``augmentations(ds, model_cfg, res)``, ``coverage``, ``knowledge_source(res)``
 """

@@ -82,12 +82,15 @@ class TaggerConfig:
     max_train_samples: int | None = None   # train each tagger on at most N tweets (quick runs)
     seed: int = 42
     eval_batch_size: int = 64
-    threads: int | None = None       # torch.set_num_threads for long CPU runs
+    threads: int | None = None       # CPU threads of the tagger's training (None: the caller's)
 
     def hash(self) -> str:
+        """The tagger's identity. The thread count is part of it: CPU kernels sum in another order
+        under another count, so taggers trained with 1 and 2 threads differ (by about 2e-6 in the
+        weights on the sample), and so can their spans on a large dataset."""
         d = dataclasses.asdict(self)
-        for k in ("eval_batch_size", "threads"):
-            d.pop(k)
+        d.pop("eval_batch_size")
+        d["threads"] = self.threads or torch.get_num_threads()
         return stable_hash(d)
 
 
@@ -163,9 +166,19 @@ class CandidateTagger(nn.Module):
 
 def train_tagger(tweets: list[Tweet], cfg: TaggerConfig,
                  model_factory: Callable[[], CandidateTagger] | None = None) -> CandidateTagger:
-    """Fine-tune a fresh tagger on ``tweets`` with cross-entropy over the first sub-tokens."""
+    """Fine-tune a fresh tagger on ``tweets`` with cross-entropy over the first sub-tokens (with
+    ``cfg.threads`` CPU threads when set; the caller's count is restored after)."""
+    caller_threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    try:
+        return _train_tagger(tweets, cfg, model_factory)
+    finally:
+        torch.set_num_threads(caller_threads)
+
+
+def _train_tagger(tweets: list[Tweet], cfg: TaggerConfig,
+                  model_factory: Callable[[], CandidateTagger] | None = None) -> CandidateTagger:
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     model = model_factory() if model_factory else CandidateTagger(cfg.encoder, cfg.dropout)
