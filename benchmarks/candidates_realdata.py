@@ -18,7 +18,8 @@ import torch
 
 from tvolib.cache import atomic_write_json, atomic_write_text
 from tvolib.data import load_dataset
-from tvolib.tfo.candidates import TaggerConfig, make_candidates, span_scores
+from tvolib.tfo.candidates import make_candidates, span_scores
+from tvolib.tfo.tagger import TaggerConfig
 
 
 def main(argv=None):

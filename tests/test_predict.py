@@ -169,7 +169,7 @@ def test_word_baseline_checkpoint_is_self_contained(tmp_path, monkeypatch):
 def tiny_tagger(tmp_path, monkeypatch):
     """A saved random-weight candidate tagger that training runs pick up (instead of MiniLM's)."""
     import tvolib.inputs
-    from tvolib.tfo.candidates import CandidateTagger, TaggerConfig, save_tagger
+    from tvolib.tfo.tagger import CandidateTagger, TaggerConfig, save_tagger
     torch.manual_seed(0)
     tagger = CandidateTagger.from_config(tiny_encoder_config(16))
     path = save_tagger(tagger, tmp_path / "tagger", TaggerConfig(encoder="random:bert", max_length=64))
@@ -195,7 +195,7 @@ class CapitalisedTagger:
 
 
 def test_saved_tagger_round_trip(tmp_path):
-    from tvolib.tfo.candidates import CandidateTagger, TaggerConfig, load_tagger, save_tagger
+    from tvolib.tfo.tagger import CandidateTagger, TaggerConfig, load_tagger, save_tagger
     torch.manual_seed(0)
     tagger = CandidateTagger.from_config(tiny_encoder_config(16))
     path = save_tagger(tagger, tmp_path / "t", TaggerConfig(encoder="random:bert"))
@@ -211,7 +211,8 @@ def test_saved_tagger_round_trip(tmp_path):
 def test_candidates_cache_follows_the_tagger_settings(tmp_path):
     """Candidates made with other tagger settings (or for other tokens under the same id) are redone."""
     from tvolib.data import Dataset, Tweet
-    from tvolib.tfo.candidates import CandidateTagger, TaggerConfig, make_candidates
+    from tvolib.tfo.candidates import make_candidates
+    from tvolib.tfo.tagger import CandidateTagger, TaggerConfig
     def tw(i, split, toks):
         return Tweet(id=str(i), tokens=toks, labels=["O"] * len(toks), split=split)
     ds = Dataset("t", tmp_path, None, {"train": [tw(1, "train", ["Obama", "speaks"]), tw(2, "train", ["hi", "Paris"])],
@@ -226,7 +227,7 @@ def test_candidates_cache_follows_the_tagger_settings(tmp_path):
     ds.splits["test"][0].tokens = ["I", "like", "pizza"]; ds.splits["test"][0].labels = ["O"] * 3
     c = make_candidates(ds, tmp_path / "c.jsonl", cfg2, model_factory=factory)
     assert all(x in ("I", "like", "pizza", "I like", "like pizza", "I like pizza") for x in c["3"]["candidates"])
-    from tvolib.tfo.candidates import tagger_dir
+    from tvolib.tfo.tagger import tagger_dir
     assert (tagger_dir(tmp_path, cfg2, ds.splits["train"]) / "tagger.json").exists()   # the full-train tagger is kept
 
 
@@ -247,14 +248,13 @@ def test_checkpoint_alone_tags_another_corpus_with_its_own_tagger(tmp_path, stan
     assert (alone / "tagger" / "tagger.json").exists() and (alone / "encoder" / "config.json").exists()
     shutil.rmtree(tmp_path / "run")
     import tvolib.tfo.candidates
+    import tvolib.tfo.tagger
     def no_training(*a, **k):
         raise AssertionError("predict must not train a tagger")
-    tvolib.tfo.candidates.train_tagger, saved = no_training, tvolib.tfo.candidates.train_tagger
-    try:
-        p = Predictor.from_checkpoint(alone, cache_dir=str(tmp_path / "pcache"))
-        out = p.predict(["Lakers beat the Celtics in Boston", "what a day"])
-    finally:
-        tvolib.tfo.candidates.train_tagger = saved
+    for module in (tvolib.tfo.candidates, tvolib.tfo.tagger):
+        monkeypatch.setattr(module, "train_tagger", no_training)
+    p = Predictor.from_checkpoint(alone, cache_dir=str(tmp_path / "pcache"))
+    out = p.predict(["Lakers beat the Celtics in Boston", "what a day"])
     assert [len(r["labels"]) for r in out] == [6, 3]
     assert all(0.0 < r["gate"] < 1.0 and len(r["fusion_weights"]) == 3 for r in out)
     assert any("none were given" in n for n in p.notes)           # trained with images, given none: said once

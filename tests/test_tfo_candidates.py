@@ -13,11 +13,12 @@ import pytest
 import torch
 
 import tvolib.tfo.candidates as C
+import tvolib.tfo.tagger as T
 from tvolib.data import Dataset, Tweet, load_dataset
 from tvolib.sample import SAMPLE_DIR
-from tvolib.tfo.candidates import (CandidateTagger, TaggerConfig, ensure_tagger, fold_of, load_tagger,
-                                   make_candidates, read_tagger_info, span_scores, span_tags, tagger_dir,
-                                   tags_to_spans, train_hash)
+from tvolib.tfo.candidates import fold_of, make_candidates, span_scores
+from tvolib.tfo.tagger import (CandidateTagger, TaggerConfig, ensure_tagger, load_tagger, read_tagger_info,
+                               span_tags, tagger_dir, tags_to_spans, train_hash)
 
 
 def tiny_config():
@@ -28,6 +29,12 @@ def tiny_config():
 
 def factory():
     return CandidateTagger.from_config(tiny_config())
+
+
+def patch_training(monkeypatch, fn):
+    """``fn`` trains every tagger: the fold taggers (``make_candidates``) and the full one (``build_tagger``)."""
+    for module in (C, T):
+        monkeypatch.setattr(module, "train_tagger", fn)
 
 
 @pytest.fixture
@@ -63,12 +70,12 @@ def test_out_of_fold_no_leakage_and_cache(ds, tmp_path, monkeypatch):
         for t in ds[s]:
             t.labels = NoPeek()
     seen = []
-    real = C.train_tagger
+    real = T.train_tagger
 
     def spy(tweets, cfg, model_factory=None):
         seen.append({t.id for t in tweets})
         return real(tweets, cfg, model_factory)
-    monkeypatch.setattr(C, "train_tagger", spy)
+    patch_training(monkeypatch, spy)
     cfg = TaggerConfig(epochs=1, k_folds=2, batch_size=4)
     path = tmp_path / "candidates.jsonl"
     cache = make_candidates(ds, path, cfg, model_factory=factory)
@@ -83,7 +90,7 @@ def test_out_of_fold_no_leakage_and_cache(ds, tmp_path, monkeypatch):
         else:
             assert rec["fold"] == "all"
     # a complete cache does no work
-    monkeypatch.setattr(C, "train_tagger", lambda *a, **k: pytest.fail("retrained with a complete cache"))
+    patch_training(monkeypatch, lambda *a, **k: pytest.fail("retrained with a complete cache"))
     assert make_candidates(ds, path, cfg, model_factory=factory) == cache
     # interrupted run: the last records of a fold group and a torn line are lost → only that fold is redone
     lines = path.read_text().splitlines()
@@ -92,7 +99,7 @@ def test_out_of_fold_no_leakage_and_cache(ds, tmp_path, monkeypatch):
     kept = lines[:last_fold - 1] + lines[last_fold + 1:]
     path.write_text("\n".join(kept) + "\n" + lines[last_fold][:10])
     seen.clear()
-    monkeypatch.setattr(C, "train_tagger", spy)
+    patch_training(monkeypatch, spy)
     with pytest.warns(UserWarning, match="incomplete"):
         again = make_candidates(ds, path, cfg, model_factory=factory)
     assert len(seen) == 1 and seen[0] != train_ids and len(again) == len(ds.all())
@@ -101,8 +108,8 @@ def test_out_of_fold_no_leakage_and_cache(ds, tmp_path, monkeypatch):
 
 def test_training_lowers_the_loss(ds, caplog):
     torch.manual_seed(0)
-    with caplog.at_level(logging.INFO, logger="tvolib.tfo.candidates"):
-        C.train_tagger(ds["train"], TaggerConfig(epochs=6, batch_size=4, lr=1e-3, head_lr=3e-3, max_train_samples=8),
+    with caplog.at_level(logging.INFO, logger="tvolib.tfo.tagger"):
+        T.train_tagger(ds["train"], TaggerConfig(epochs=6, batch_size=4, lr=1e-3, head_lr=3e-3, max_train_samples=8),
                        factory)
     losses = [float(r.getMessage().split("loss ")[1].split(",")[0]) for r in caplog.records if "loss" in r.getMessage()]
     assert len(losses) == 6 and losses[-1] < 0.8 * losses[0]
@@ -142,8 +149,8 @@ def test_runs_with_other_training_tweets_never_share_candidates(tmp_path, monkey
     cfg = TaggerConfig(epochs=3, k_folds=2, batch_size=4, lr=1e-2, head_lr=1e-2)
     path = tmp_path / "candidates.jsonl"
     made = []
-    real = C.train_tagger
-    monkeypatch.setattr(C, "train_tagger", lambda tw, c, f=None: made.append(train_hash(tw)) or real(tw, c, f))
+    real = T.train_tagger
+    patch_training(monkeypatch, lambda tw, c, f=None: made.append(train_hash(tw)) or real(tw, c, f))
     cand_a = make_candidates(a, path, cfg, model_factory=factory)
     cand_b = make_candidates(b, path, cfg, model_factory=factory)
     dir_a, dir_b = tagger_dir(tmp_path, cfg, a["train"]), tagger_dir(tmp_path, cfg, b["train"])
@@ -182,7 +189,7 @@ def test_a_saved_tagger_is_loaded_not_retrained(tmp_path, monkeypatch):
     first = make_candidates(full, path, cfg, model_factory=factory)
     lines = path.read_text().splitlines()
     path.write_text("\n".join(l for l in lines if json.loads(l)["fold"] != "all") + "\n")
-    monkeypatch.setattr(C, "train_tagger", lambda *a, **k: pytest.fail("retrained a saved tagger"))
+    patch_training(monkeypatch, lambda *a, **k: pytest.fail("retrained a saved tagger"))
     assert make_candidates(full, path, cfg, model_factory=factory) == first
 
 
@@ -204,9 +211,9 @@ def test_the_full_tagger_is_built_once_by_two_threads(tmp_path, monkeypatch):
     full = load_dataset(SAMPLE_DIR / "data", None, "sample", max_samples=6)
     cfg = TaggerConfig(epochs=1, k_folds=2, batch_size=4)
     path = tagger_dir(tmp_path, cfg, full["train"])
-    started, real = threading.Barrier(2), C.train_tagger
+    started, real = threading.Barrier(2), T.train_tagger
     made = []
-    monkeypatch.setattr(C, "train_tagger", lambda *a: made.append(1) or real(*a))
+    patch_training(monkeypatch, lambda *a: made.append(1) or real(*a))
     out, errors = [], []
 
     def build():
@@ -228,23 +235,24 @@ TWO_PROCESSES = """
 import json, sys, time
 from pathlib import Path
 import tvolib.tfo.candidates as C
+import tvolib.tfo.tagger as T
 from tvolib.data import load_dataset
 from tvolib.sample import SAMPLE_DIR
 from transformers import BertConfig
 tmp = Path(sys.argv[1]); me = sys.argv[2]
-factory = lambda: C.CandidateTagger.from_config(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1,
+factory = lambda: T.CandidateTagger.from_config(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1,
     num_attention_heads=2, intermediate_size=64, max_position_embeddings=128))
-real = C.train_tagger
+real = T.train_tagger
 def counted(*a):
     with open(tmp / "trained.txt", "a") as f:
         f.write(me + "\\n")
     return real(*a)
-C.train_tagger = counted
+C.train_tagger = T.train_tagger = counted
 ds = load_dataset(SAMPLE_DIR / "data", None, "sample", max_samples=6)
 (tmp / f"ready-{me}").touch()
 while not (tmp / "go").exists():
     time.sleep(0.01)
-c = C.make_candidates(ds, tmp / "cache" / "candidates.jsonl", C.TaggerConfig(epochs=1, k_folds=2, batch_size=4),
+c = C.make_candidates(ds, tmp / "cache" / "candidates.jsonl", T.TaggerConfig(epochs=1, k_folds=2, batch_size=4),
                       model_factory=factory)
 (tmp / f"out-{me}.json").write_text(json.dumps(c, sort_keys=True))
 """
@@ -276,7 +284,7 @@ def test_a_damaged_tagger_is_refused_naming_the_file(tmp_path):
     cfg = TaggerConfig(epochs=1, k_folds=2, batch_size=4)
     path = ensure_tagger(full["train"], cfg, tagger_dir(tmp_path, cfg, full["train"]), factory)
     model, info = load_tagger(path)
-    assert info["weights_hash"] == C.weights_hash(model)
+    assert info["weights_hash"] == T.weights_hash(model)
     f = path / "tagger.safetensors"
     data = bytearray(f.read_bytes())
     data[len(data) // 2:len(data) // 2 + 4096] = bytes(4096)            # 4 KB of tensor data overwritten
@@ -295,7 +303,7 @@ def test_the_thread_count_is_part_of_the_taggers_identity_and_is_restored(ds):
         assert one == TaggerConfig(threads=1).hash()
         torch.set_num_threads(2)
         assert TaggerConfig().hash() != one and TaggerConfig(threads=1).hash() == one
-        C.train_tagger(ds.splits["train"][:4], TaggerConfig(encoder="random:bert", epochs=1, threads=1), factory)
+        T.train_tagger(ds.splits["train"][:4], TaggerConfig(encoder="random:bert", epochs=1, threads=1), factory)
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
@@ -312,7 +320,7 @@ def test_candidates_are_the_same_built_at_once_or_resumed_after_a_kill(ds, tmp_p
     part.write_text("\n".join(lines[: len(lines) // 3]) + "\n")           # killed after a third
     code = ("import sys; sys.path.insert(0, 'tests'); from test_tfo_candidates import factory; "
             "from tvolib.data import load_dataset; from tvolib.sample import SAMPLE_DIR; "
-            "from tvolib.tfo.candidates import TaggerConfig, make_candidates; import json; "
+            "from tvolib.tfo.candidates import make_candidates; from tvolib.tfo.tagger import TaggerConfig; import json; "
             "ds = load_dataset(SAMPLE_DIR / 'data', None, 'sample', max_samples=12); "
             f"c = make_candidates(ds, {str(part)!r}, TaggerConfig(encoder='random:bert', epochs=1, k_folds=2, "
             "batch_size=4, threads=1), model_factory=factory); print(json.dumps({k: r['spans'] for k, r in c.items()}))")

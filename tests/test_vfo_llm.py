@@ -19,9 +19,9 @@ import pytest
 
 from tvolib.cache import JsonlCache
 from tvolib.weights import ResourceMissing
-from tvolib.vfo import llm
-from tvolib.vfo.llm import (ENTITY_OBJECT_PROMPT_HASH, LLMClient, LLMConfig, ParseError,
-                            generate_captions, generate_phrases, parse_phrases)
+from tvolib.vfo import prompts
+from tvolib.vfo.llm import LLMClient, LLMConfig, generate_captions, generate_phrases
+from tvolib.vfo.prompts import ENTITY_OBJECT_PROMPT_HASH, ParseError, parse_phrases
 
 
 def expected_phrases(text: str) -> list[str]:
@@ -185,11 +185,11 @@ def test_parse_phrases_rejects_garbage(answer):
 
 
 def test_prompt_is_appendix_a():
-    p = llm.entity_object_prompt("my tweet", "my caption")
+    p = prompts.entity_object_prompt("my tweet", "my caption")
     assert p.startswith("Given a sentence and the description of its corresponding image.")
     assert "Steph Curry" in p and '"NBA logo on the jersey"]' in p
     assert p.endswith("Text: my tweet\nCaption: my caption\nOutputs:")
-    assert "#I" in llm.CAPTION_PROMPT and "describe this picture in detail." in llm.CAPTION_PROMPT
+    assert "#I" in prompts.CAPTION_PROMPT and "describe this picture in detail." in prompts.CAPTION_PROMPT
 
 
 def test_no_endpoint_is_resource_missing():
@@ -279,7 +279,7 @@ def test_captions_send_the_image_as_data_url(tmp_path):
         s = generate_captions(imgs, tmp_path / "captions.jsonl", client_for(fake.url, max_retries=10))
     c = JsonlCache(tmp_path / "captions.jsonl", key="imgid")
     assert s.computed == 2 and c["s0001"]["caption"] == "an image of 256 by 256 pixels"
-    assert c["s0001"]["prompt_hash"] == llm.CAPTION_PROMPT_HASH
+    assert c["s0001"]["prompt_hash"] == prompts.CAPTION_PROMPT_HASH
 
 
 KILL_SCRIPT = """

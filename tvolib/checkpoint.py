@@ -8,7 +8,7 @@ A checkpoint folder is self-contained: ``tvolib.predict`` needs nothing else to 
                                  precision the run used
     <ckpt>/encoder/              the transformer's config and tokenizer (``arch="tvomner"``)
     <ckpt>/tagger/               the candidate tagger of the TFO (``use_candidates``), see
-                                 ``tvolib.tfo.candidates.save_tagger``
+                                 ``tvolib.tfo.tagger.save_tagger``
     <ckpt>/kb.sqlite             the local knowledge base the model was trained with
                                  (``knowledge_source="local"``), so new tweets get the same knowledge
 

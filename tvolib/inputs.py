@@ -24,9 +24,9 @@ from .baselines import Vocab, build_vocab, collate_words
 from .cache import stable_hash
 from .config import DataConfig, ModelConfig
 from .data import LABEL2ID, Dataset, load_dataset
-from .tfo.candidates import ensure_tagger, read_tagger_info, tagger_dir
 from .tfo.encoder import build_inputs
 from .tfo.pipeline import augmentations
+from .tfo.tagger import ensure_tagger, read_tagger_info, tagger_dir
 from .vfo.pipeline import SideInputs, visual_features
 from .weights import resolve_text_encoder
 

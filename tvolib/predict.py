@@ -43,9 +43,9 @@ from .device import autocast, resolve_precision, to_device
 from .inputs import prepare_data
 from .io import as_tweets, load_captions, read_jsonl
 from .resources import for_checkpoint, user_home
-from .tfo.candidates import load_tagger
 from .tfo.encoder import load_tokenizer
 from .tfo.knowledge import TweetFileSource
+from .tfo.tagger import load_tagger
 from .vfo.pipeline import SideInputs
 from .weights import ResourceMissing
 

@@ -33,9 +33,9 @@ from typing import Mapping
 
 from .config import DataConfig, ModelConfig
 from .sample import SAMPLE_DIR
-from .tfo.candidates import TaggerConfig
 from .tfo.knowledge import WikipediaConfig
 from .tfo.relevance import RelevanceConfig
+from .tfo.tagger import TaggerConfig
 from .vfo.grounding import GroundingConfig
 from .vfo.llm import LLMConfig
 from .weights import ResourceMissing, user_home

@@ -3,7 +3,8 @@ filter, retrieval-augmented input template and text encoder (Eq. 1).
 
 Modules (imported lazily by the caller, so ``import tvolib.tfo`` stays cheap):
 
-* ``tvolib.tfo.candidates``: ``TaggerConfig``, ``CandidateTagger``, ``make_candidates``, ``span_scores``
+* ``tvolib.tfo.tagger``: ``TaggerConfig``, ``CandidateTagger``, ``train_tagger``, ``save_tagger``, ``load_tagger``
+* ``tvolib.tfo.candidates``: ``make_candidates``, ``span_scores``
 * ``tvolib.tfo.knowledge``: ``Passage``, ``KnowledgeSource``, ``LocalKB``, ``WikipediaSource``,
   ``TweetFileSource``, ``build_kb`` (CLI: ``python -m tvolib.tfo.knowledge build --out KB INPUTS...``)
 * ``tvolib.tfo.relevance``: ``RelevanceFilter``, ``RelevanceConfig`` (sentence embeddings: ``tvolib.weights.SentenceEncoder``)

@@ -27,9 +27,10 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..cache import JsonlCache, stable_hash
-from .candidates import CandidateTagger, make_candidates
+from .candidates import make_candidates
 from .knowledge import KnowledgeSource, LocalKB, TweetFileSource, WikipediaSource, build_kb
 from .relevance import RelevanceConfig, RelevanceFilter
+from .tagger import CandidateTagger
 
 log = logging.getLogger(__name__)
 
