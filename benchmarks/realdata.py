@@ -1,6 +1,6 @@
 """History: tables of the real-data runs made before the experiment batch existed.
 
-Experiments now run through the papermill batch (``python -m tvolib.experiments --params
+Experiments now run through the papermill batch (``python -m tvolib.runs --params
 params/table2_twitter2017.yaml``; settings in ``tvolib.settings``). This script no longer trains;
 it only rebuilds ``reports/results/realdata.{json,md}`` from the old run folders
 ``runs/realdata/<dataset>/<setting>-<encoder>-s<seed>/`` where they still exist, and compares two
@@ -64,9 +64,9 @@ def finished_runs(runs: Path) -> tuple[list[dict], list[str]]:
 
 
 def paired_over_seeds(pairs: list[tuple[str, str]], predictions) -> dict:
-    """:func:`tvolib.evaluate.paired_bootstrap_seeds` for (run a, run b) folder pairs, one per seed;
+    """:func:`tvolib.stats.paired_bootstrap_seeds` for (run a, run b) folder pairs, one per seed;
     ``predictions(run)`` gives (gold, predicted). Every run must be scored on the same test set."""
-    from tvolib.evaluate import paired_bootstrap_seeds
+    from tvolib.stats import paired_bootstrap_seeds
     gold, preds_a, preds_b = None, [], []
     for run_a, run_b in pairs:
         g_a, p_a = predictions(run_a)
@@ -85,7 +85,8 @@ def summary(runs: Path, out: Path, baseline: str = "text-only") -> None:
     epochs (paired bootstrap over test tweets), and the same pooled over the seeds they share.
     Runs on a subsample (``max_*_samples``) are listed but left out of every table."""
     from tvolib.cache import atomic_write_text
-    from tvolib.evaluate import TABLE1_COLUMNS, paired_bootstrap, read_predictions, table1_markdown
+    from tvolib.evaluate import TABLE1_COLUMNS, read_predictions, table1_markdown
+    from tvolib.stats import paired_bootstrap
     raw, subsampled = finished_runs(runs)
     rows = {f"{i['dataset']} · {Path(i['run']).name}": i["test"] for i in raw}
     groups: dict[tuple, list[dict]] = {}
@@ -221,7 +222,7 @@ def main(argv=None) -> None:
     if args.compare:
         compare(Path(args.runs), args.dataset, *args.compare)
         return
-    ap.error("training moved to `python -m tvolib.experiments --params <file>`; here only --summary or --compare")
+    ap.error("training moved to `python -m tvolib.runs --params <file>`; here only --summary or --compare")
 
 
 if __name__ == "__main__":

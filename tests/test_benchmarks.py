@@ -1,6 +1,6 @@
 """The summary of the old real-data runs (``benchmarks/realdata.py --summary``, history): seeds
 grouped into mean ± std and each full-model run compared with the text-only run of the same seed
-(paired bootstrap). New experiments run through ``tvolib.experiments`` (tests/test_experiments.py)."""
+(paired bootstrap). New experiments run through ``tvolib.runs`` (tests/test_experiments.py)."""
 import importlib.util
 import json
 import statistics
@@ -84,12 +84,12 @@ def test_scratch_runs_folder_keeps_its_summary_out_of_reports(tmp_path, monkeypa
 
 
 def test_realdata_no_longer_trains(capsys):
-    """Training goes through ``python -m tvolib.experiments``; the old script only summarises."""
+    """Training goes through ``python -m tvolib.runs``; the old script only summarises."""
     import pytest
     realdata = _load("realdata")
     with pytest.raises(SystemExit):
         realdata.main(["--dataset", "twitter2017"])
-    assert "python -m tvolib.experiments" in capsys.readouterr().err
+    assert "python -m tvolib.runs" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         realdata.main(["--setting", "text-only", "--seed", "1"])
 

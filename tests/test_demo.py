@@ -122,7 +122,7 @@ def test_save_figure(tmp_path):
 
 def test_html_copy_inlines_the_widget_renderer(tmp_path):
     """The HTML copy of a notebook with saved widgets loads the renderer from itself, not a CDN."""
-    from tvolib.reports import html_export
+    from tvolib.runs.notebook import html_export
     url = viz.widget_renderer_url()
     assert url.startswith("data:text/javascript;base64,")
     js = base64.b64decode(url.split(",", 1)[1])

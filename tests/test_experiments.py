@@ -1,10 +1,12 @@
-"""The experiment batch (``python -m tvolib.experiments``): expansion, skipping finished runs,
+"""The experiment batch (``python -m tvolib.runs``): expansion, skipping finished runs,
 resuming after a kill of the whole process group, failures reported with notebook and cell while
-the others go on, refused parameters files, and the Table 2 summary. A stand-in run notebook with
-the parameters of ``notebooks/07_run.ipynb`` writes what a run writes in a second; the real
-notebook is run once on the sample in ``test_real_run_notebook_on_the_sample``."""
+the others go on, refused parameters files, runs another batch holds, and the Table 2 summary. A
+stand-in run notebook with the parameters of ``notebooks/07_run.ipynb`` writes what a run writes in
+a second (valid scores unlike its test scores, so that a table built from valid F1 is caught); the
+real notebook is run once on the sample in ``test_real_run_notebook_on_the_sample``."""
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import signal
@@ -16,8 +18,13 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tvolib import experiments
-from tvolib.reports import REPO
+from tvolib.data import Tweet
+from tvolib.evaluate import score, write_predictions
+from tvolib.runs import execute as runs_execute
+from tvolib.runs.identity import config_differences
+from tvolib.runs.notebook import REPO
+from tvolib.runs.plan import ARTIFACTS, NOTEBOOK, plan
+from tvolib.runs.tables import dataset_table, plot_delta_f1, table_markdown, write_tables
 
 PARAMS = """# parameters (papermill)
 dataset = "sample"
@@ -59,6 +66,8 @@ for ep in range(done + 1, t.epochs + 1):
     hist.append({"epoch": ep, "valid_f1": 50.0 + ep})
     atomic_write_json(out / "history.json", hist)
     atomic_write_json(out / "last.json", {"epoch": ep})
+    while (out / "hold").exists():            # a test keeps the run in progress until it removes the file
+        time.sleep(0.2)
 tweets = [Tweet(str(i), ["Obama", "in", "Paris"], ["B-PER", "O", "B-LOC"]) for i in range(30)]
 miss = {"text-only": 12, "tvomner+pgim": 4}.get(setting, 8) + seed      # tweets whose LOC is missed
 miss += 2 * (t.precision == "bf16") + (seed == 2) * (t.precision == "bf16")   # a recipe that costs F1
@@ -66,7 +75,8 @@ pred = [["B-PER", "O", "O"] if i < miss else list(tw.labels) for i, tw in enumer
 write_predictions(out / "test_predictions.txt", tweets, pred)
 s = score([tw.labels for tw in tweets], pred)
 probe = {"gate_mean": 0.9 + seed / 100, "shuffle_delta_f1": -0.4 - seed / 10} if setting == "tvomner+pgim" else None
-atomic_write_json(out / "metrics.json", {"test": s.row(), "valid": s.row(), "best_epoch": len(hist),
+valid = {"Pre.": 60.0, "Rec.": 60.0, "F1": 60.0 + 30 * (setting == "text-only") - 2 * seed}   # unlike test
+atomic_write_json(out / "metrics.json", {"test": s.row(), "valid": valid, "best_epoch": len(hist),
                                           "best_valid_f1": hist[-1]["valid_f1"], "epochs_run": len(hist),
                                           "probe": probe})
 atomic_write_json(out / "results.json", {"test": s.row()})
@@ -91,20 +101,22 @@ def write_params(path: Path, settings, seeds=(1, 2), epochs=2, name="t", extra="
 
 
 def cli(tmp_path, params, *args, nb=None, popen=False):
-    cmd = [sys.executable, "-m", "tvolib.experiments", "--params", str(params), "--runs_dir",
+    cmd = [sys.executable, "-m", "tvolib.runs", "--params", str(params), "--runs_dir",
            str(tmp_path / "runs"), "--reports", str(tmp_path / "reports"), "--notebook",
            str(nb or tmp_path / "nb.ipynb"), "--every", "1", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     if popen:
         return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 env=env, start_new_session=True)
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1200, env=env)   # a hang guard
+    r.log = r.stdout + r.stderr              # the batch logs to stderr, tables and plans go to stdout
+    return r
 
 
 def test_plan_expands_datasets_settings_seeds_and_shows_identical_settings(tmp_path):
     pf = write_params(tmp_path / "p.yaml", ["text-only", "tvomner+pgim", "tvomner+pgim-untyped",
                                             "tvomner+pgim.no-visual"], seeds=(1, 2, 3))
-    p = experiments.plan(pf, str(tmp_path / "runs"), tmp_path / "reports")
+    p = plan(pf, str(tmp_path / "runs"), tmp_path / "reports")
     # the sample's per-tweet texts have no "(type)" labels: the untyped control is the same run
     # seed-major: a batch stopped early has every setting's first seed
     assert [(r.setting, r.seed) for r in p.runs] == [(s, sd) for sd in (1, 2, 3) for s in (
@@ -118,12 +130,14 @@ def test_plan_expands_datasets_settings_seeds_and_shows_identical_settings(tmp_p
     assert r.params["recipe"] == {"epochs": 2, "batch_size": 8} and r.params["num_threads"] == 1
     # runs_dir from the file when the command line gives none
     pf2 = write_params(tmp_path / "p2.yaml", ["text-only"], extra="runs_dir: elsewhere\n")
-    assert experiments.plan(pf2).runs[0].run_dir == Path("elsewhere/t/sample/text-only-s1")
+    assert plan(pf2).runs[0].run_dir == Path("elsewhere/t/sample/text-only-s1")
 
 
 @pytest.mark.parametrize("extra, message", [
     ("sedes: [1]\n", r"unknown key\(s\) \['sedes'\]"),
     ("model: {openai_api_key: sk-1}\n", "looks like a secret"),
+    ("model: {openaiApiKey: sk-1}\n", "looks like a secret"),
+    ("model: {text_encoder: sk-1proj2abcdef}\n", "value of parameter 'text_encoder' looks like a secret"),
     ("model: {visual: none}\n", "decided by the setting"),
     ("recipe: {epochs: 1, lrr: 1}\n", r"unknown field\(s\) \['lrr'\]"),
     ("comparisons: [[text-only, tvomner-wiki]]\n", "comparisons: 'tvomner-wiki' is not one of the settings"),
@@ -137,7 +151,7 @@ def test_bad_parameters_files_are_refused_before_anything_runs(tmp_path, extra, 
     r = cli(tmp_path, tmp_path / "p.yaml")
     assert r.returncode != 0
     assert __import__("re").search(message, r.stderr), r.stderr
-    assert "sk-1" not in r.stderr + r.stdout and not (tmp_path / "runs").exists()
+    assert "sk-1" not in r.log and not (tmp_path / "runs").exists()
 
 
 def test_unknown_setting_and_missing_file(tmp_path):
@@ -155,14 +169,15 @@ def test_batch_runs_skips_reports_failures_and_writes_tables(tmp_path):
                             "[text-only, tvomner-wiki.wo-VAE]]\n")
     r = cli(tmp_path, pf, "--jobs", "2")
     assert r.returncode == 1, r.stdout + r.stderr
-    out = r.stdout
+    out = r.log
     # the failing setting is named with its notebook, cell and error; the other runs finished
     assert "FAILED sample tvomner-wiki.wo-VAE s1: nb.ipynb: cell 2 (`import json, time`) raised ValueError: " \
            "boom in tvomner-wiki.wo-VAE" in out
-    assert out.count("[experiments] done sample") == 4 and "[####################] 6/6 ended (2 failed)" in out
+    assert out.count("[runs] done sample") == 4 and "this batch: 6/6 runs ended (4 done, 2 failed)" in out
+    assert "held by another batch" not in out
     art = tmp_path / "reports" / "t" / "sample"
     for run in ("text-only-s1", "text-only-s2", "tvomner+pgim-s1", "tvomner+pgim-s2"):
-        assert sorted(p.name for p in (art / run).iterdir()) == sorted(experiments.ARTIFACTS)
+        assert sorted(p.name for p in (art / run).iterdir()) == sorted(ARTIFACTS)
     prov = json.loads((art / "text-only-s2" / "provenance.json").read_text())
     assert prov["identity"]["seed"] == 2 and prov["git"]["commit"] and prov["packages"]["torch"]
     assert set(prov["data_files"]) >= {"data_dir/train.txt", "data_dir/test.txt", "captions"}
@@ -171,6 +186,9 @@ def test_batch_runs_skips_reports_failures_and_writes_tables(tmp_path):
     rows = {r["setting"]: r for r in table["rows"]}
     # text-only misses 13/14 LOC spans against 5/6 for the reference: per-seed deltas, both intervals
     d = rows["text-only"]["delta"]
+    f1 = {(q["setting"], sd): f for q in table["rows"] if q["seeds"] for sd, f in zip(q["seeds"], q["F1"])}
+    assert d["per_seed"] == [pytest.approx(f1[("text-only", sd)] - f1[("tvomner+pgim", sd)], abs=0.01)
+                             for sd in (1, 2)]                  # test F1, not valid F1
     assert len(d["per_seed"]) == 2 and all(x < 0 for x in d["per_seed"]) and d["beats_reference"] is False
     assert d["seed_ci95"] is not None and d["tweet_ci95"][1] < 0
     assert rows["tvomner+pgim"]["gate_mean"] == pytest.approx(0.915) and rows["text-only"]["gate_mean"] is None
@@ -192,7 +210,7 @@ def test_batch_runs_skips_reports_failures_and_writes_tables(tmp_path):
     import shutil
     for run in ("text-only-s2", "tvomner+pgim-s2"):
         shutil.rmtree(art / run)
-    experiments.write_tables(tmp_path / "reports" / "t")
+    write_tables(tmp_path / "reports" / "t")
     md = (tmp_path / "reports" / "t" / "table2.md").read_text()
     assert "undefined (1 seed)" in md and "| tvomner+pgim | 1 |" in md and "| reference |" in md
     assert md.count("| not shown |") == 2          # one seed: no interval over seeds, so no verdict
@@ -201,9 +219,9 @@ def test_batch_runs_skips_reports_failures_and_writes_tables(tmp_path):
     shutil.rmtree(tmp_path / "runs" / "t" / "sample" / "text-only-s1")
     pf.write_text(pf.read_text().replace("epochs: 2", "epochs: 3"))
     r = cli(tmp_path, pf, "--jobs", "2")
-    assert r.returncode == 1 and "holds a run with other parameters (recipe)" in r.stdout
-    assert f"{art / 'text-only-s1'} holds a run with other parameters (recipe)" in r.stdout
-    assert "[experiments] start" not in r.stdout
+    assert r.returncode == 1 and "holds a run with other parameters (recipe)" in r.log
+    assert f"{art / 'text-only-s1'} holds a run with other parameters (recipe)" in r.log
+    assert "[runs] start" not in r.log
 
 
 @pytest.mark.slow
@@ -229,8 +247,8 @@ def test_kill_the_batch_then_resume(tmp_path):
     proc.communicate()
     assert not (tmp_path / "reports" / "t" / "sample" / "tvomner+pgim-s1" / "metrics.json").exists()
     r = cli(tmp_path, pf, "--jobs", "1")
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "2 runs, 1 finished before (skipped), 1 to run" in r.stdout
+    assert r.returncode == 0, r.log
+    assert "2 runs, 1 finished before (skipped), 1 to run" in r.log
     calls = json.loads((run2 / "calls.json").read_text())
     assert calls[0] == 0 and calls[-1] >= 1            # started at 0, resumed after its last epoch
     assert json.loads((run2 / "last.json").read_text())["epoch"] == 3
@@ -245,8 +263,8 @@ def test_real_run_notebook_on_the_sample(tmp_path):
         "recipe: {epochs: 1, batch_size: 8}", "recipe: {epochs: 1, batch_size: 16, micro_batch_size: 16, "
         "max_length: 48, max_train_samples: 16, max_eval_samples: 8}")
     (tmp_path / "p.yaml").write_text(pf + f"cache_dir: {tmp_path / 'cache'}\n")
-    r = cli(tmp_path, tmp_path / "p.yaml", nb=experiments.NOTEBOOK)
-    assert r.returncode == 0, r.stdout + r.stderr
+    r = cli(tmp_path, tmp_path / "p.yaml", nb=NOTEBOOK)
+    assert r.returncode == 0, r.log
     art = tmp_path / "reports" / "t" / "sample" / "text-only-s1"
     m = json.loads((art / "metrics.json").read_text())
     assert m["setting"] == "text-only" and m["epochs_run"] == 1 and set(m["test"]) >= {"Pre.", "Rec.", "F1"}
@@ -268,8 +286,8 @@ def test_two_experiments_compared_run_by_run(tmp_path):
         (tmp_path / f"{name}.yaml").write_text(text.replace("batch_size: 8}", f"batch_size: 8, precision: {prec}}}"))
         files.append(tmp_path / f"{name}.yaml")
         r = cli(tmp_path, files[-1], "--jobs", "2")
-        assert r.returncode == 0, r.stdout + r.stderr
-    r = subprocess.run([sys.executable, "-m", "tvolib.experiments", "--compare", *map(str, files), "--runs_dir",
+        assert r.returncode == 0, r.log
+    r = subprocess.run([sys.executable, "-m", "tvolib.runs", "--compare", *map(str, files), "--runs_dir",
                         str(tmp_path / "runs"), "--reports", str(tmp_path / "reports")],
                        cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
@@ -300,17 +318,17 @@ def test_a_run_finished_for_another_experiment_is_reused_not_rerun(tmp_path):
     del prov["configs"]["train"]["adamw"]
     old.write_text(json.dumps(prov))
     b = write_params(tmp_path / "b.yaml", ["text-only"], name="b", seeds=(1, 2, 3))
-    b_runs = experiments.plan(b, str(tmp_path / "runs"), tmp_path / "reports").runs
-    assert experiments.config_differences(b_runs[2], prov["configs"]) == ["train.adamw"]
+    b_runs = plan(b, str(tmp_path / "runs"), tmp_path / "reports").runs
+    assert config_differences(b_runs[2], prov["configs"]) == ["train.adamw"]
     r = cli(tmp_path, b, "--dry-run")
     assert f"sample text-only s1: skip (reused from {tmp_path / 'reports' / 'a' / 'sample' / 'text-only-s1'})" \
         in r.stdout and "sample text-only s3: todo" in r.stdout
     assert not (tmp_path / "reports" / "b" / "sample" / "text-only-s1").exists()      # a dry run copies nothing
     r = cli(tmp_path, b, "--jobs", "2")
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "3 runs, 2 finished before (skipped), 1 to run" in r.stdout
-    assert "[experiments] start sample text-only s3" in r.stdout
-    assert "[experiments] start sample text-only s1" not in r.stdout and "start sample text-only s2" not in r.stdout
+    assert r.returncode == 0, r.log
+    assert "3 runs, 2 finished before (skipped), 1 to run" in r.log
+    assert "[runs] start sample text-only s3" in r.log and "this batch: 1/1 runs ended (1 done, 0 failed)" in r.log
+    assert "[runs] start sample text-only s1" not in r.log and "start sample text-only s2" not in r.log
     assert not (tmp_path / "runs" / "b" / "sample" / "text-only-s1").exists()
     for seed in (1, 2):
         src, dst = (tmp_path / "reports" / x / "sample" / f"text-only-s{seed}" for x in ("a", "b"))
@@ -331,12 +349,12 @@ def test_a_run_finished_for_another_experiment_is_reused_not_rerun(tmp_path):
     # --summary copies what finished elsewhere too (a batch of this file has not reached it yet)
     e = write_params(tmp_path / "e.yaml", ["text-only"], name="e", seeds=(1,))
     r = cli(tmp_path, e, "--summary")
-    assert r.returncode == 0 and "| text-only | 1 |" in r.stdout and "[experiments] start" not in r.stdout
+    assert r.returncode == 0 and "| text-only | 1 |" in r.stdout and "[runs] start" not in r.log
     assert not (tmp_path / "runs" / "e").exists()
     # another recipe is another run
     d = write_params(tmp_path / "d.yaml", ["text-only"], name="d", seeds=(1,), epochs=3)
     r = cli(tmp_path, d)
-    assert r.returncode == 0 and "1 runs, 0 finished before (skipped), 1 to run" in r.stdout
+    assert r.returncode == 0 and "1 runs, 0 finished before (skipped), 1 to run" in r.log
     assert "reused_from" not in json.loads((tmp_path / "reports" / "d" / "sample" / "text-only-s1"
                                             / "provenance.json").read_text())
 
@@ -345,39 +363,43 @@ def test_a_run_finished_for_another_experiment_is_reused_not_rerun(tmp_path):
 def test_a_run_in_progress_elsewhere_is_left_alone_even_after_its_batch_is_killed(tmp_path):
     """The same command started twice (or again while an orphaned run goes on) must not run one
     run twice in one folder: the run's lock is held by its batch and by the run's own process."""
-    nb = fake_notebook(tmp_path / "nb.ipynb")
-    nbj = nbformat.read(str(nb), as_version=4)
-    nbj.cells[0].source = nbj.cells[0].source.replace("epoch_seconds = 0.0", "epoch_seconds = 3.0")
-    nbformat.write(nbj, str(nb))
+    fake_notebook(tmp_path / "nb.ipynb")
     pf = write_params(tmp_path / "p.yaml", ["tvomner+pgim"], seeds=(1,), epochs=3)
-    first = cli(tmp_path, pf, "--jobs", "1", popen=True)
     run = tmp_path / "runs" / "t" / "sample" / "tvomner+pgim-s1"
-    deadline = time.time() + 120
+    run.mkdir(parents=True)
+    (run / "hold").write_text("")                # the run stays in progress after its first epoch
+    first = cli(tmp_path, pf, "--jobs", "1", popen=True)
+    deadline = time.time() + 300
     while not (run / "last.json").exists() and time.time() < deadline:
         time.sleep(0.3)
     assert (run / "last.json").exists(), "the run never finished an epoch"
     second = cli(tmp_path, pf, "--jobs", "1")
-    assert second.returncode == 0, second.stdout + second.stderr
-    assert "running in another process" in second.stdout and "[experiments] start" not in second.stdout
+    assert second.returncode == 0, second.log
+    assert "running in another process" in second.log and "[runs] start" not in second.log
+    # its summary counts nothing of its own and names the run the other batch holds
+    assert "this batch: 0/0 runs ended (0 done, 0 failed)" in second.log
+    assert f"held by another batch (its lock), not counted: sample tvomner+pgim s1 ({run / 'run.lock'})" in second.log
     os.kill(first.pid, signal.SIGKILL)              # the batch alone: its run goes on, orphaned
     first.communicate()
     third = cli(tmp_path, pf, "--jobs", "1")
-    assert "running in another process" in third.stdout and "[experiments] start" not in third.stdout
+    assert "running in another process" in third.log and "[runs] start" not in third.log
+    (run / "hold").unlink()
     art = tmp_path / "reports" / "t" / "sample" / "tvomner+pgim-s1"
+    deadline = time.time() + 300
     while not (art / "provenance.json").exists() and time.time() < deadline:
         time.sleep(0.3)
     assert json.loads((run / "calls.json").read_text()) == [0]       # started once, never twice
     again = cli(tmp_path, pf, "--jobs", "1")
-    assert "1 runs, 1 finished before (skipped), 0 to run" in again.stdout, again.stdout
+    assert "1 runs, 1 finished before (skipped), 0 to run" in again.log, again.log
 
 
-def test_a_run_finished_by_another_batch_meanwhile_is_not_started(tmp_path, monkeypatch):
+def test_a_run_finished_by_another_batch_meanwhile_is_not_started(tmp_path, monkeypatch, caplog):
     """Classified when its turn comes, not only when the batch starts: a run that another
     experiment finished in the meantime is copied instead of run twice."""
     from tvolib.config import to_dict
     from tvolib.settings import configs
     pf = write_params(tmp_path / "b.yaml", ["text-only", "tvomner+pgim"], seeds=(1,), name="b")
-    p = experiments.plan(pf, str(tmp_path / "runs"), tmp_path / "reports")
+    p = plan(pf, str(tmp_path / "runs"), tmp_path / "reports")
     started = []
 
     class Done:                                   # a child process that has already exited
@@ -400,13 +422,14 @@ def test_a_run_finished_by_another_batch_meanwhile_is_not_started(tmp_path, monk
             saved = dict(zip(("data", "model", "train"), map(to_dict, saved)))
             (folder / "provenance.json").write_text(json.dumps({"identity": run.identity, "configs": saved}))
 
-    monkeypatch.setattr(experiments, "start", fake_start)
-    monkeypatch.setattr(experiments, "write_tables", lambda exp_dir: None)
-    lines = []
-    assert experiments.execute(p, jobs=1, reports_dir=tmp_path / "reports", log=lines.append) == 0
+    monkeypatch.setattr(runs_execute, "start", fake_start)
+    monkeypatch.setattr(runs_execute, "write_tables", lambda exp_dir: None)
+    caplog.set_level("INFO", logger="tvolib.runs")
+    assert runs_execute.execute(p, jobs=1, reports_dir=tmp_path / "reports") == 0
     assert started == ["text-only"]
-    assert any(l.startswith("[experiments] sample tvomner+pgim s1: reused from ") and l.endswith("not run")
-               for l in lines), lines
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(l.startswith("sample tvomner+pgim s1: reused from ") and l.endswith("not run") for l in lines), lines
+    assert any(l.startswith("this batch: 1/1 runs ended (1 done, 0 failed)") for l in lines), lines
     prov = json.loads((tmp_path / "reports" / "b" / "sample" / "tvomner+pgim-s1" / "provenance.json").read_text())
     assert prov["reused_from"] == str(tmp_path / "reports" / "a" / "sample" / "tvomner+pgim-s1")
 
@@ -416,9 +439,60 @@ def test_delta_f1_plot_says_when_a_setting_has_no_interval_over_seeds():
         return {"setting": name, "delta": {"mean": sum(per_seed) / len(per_seed), "per_seed": per_seed, "seed_ci95": ci}}
     one_seed = {"dataset": "d", "reference": "ref", "rows": [row("a", [-1.6], None)]}
     mixed = {"dataset": "d", "reference": "ref", "rows": [row("a", [-1.0, -2.0, -1.5], [-2.7, -0.3]), row("b", [0.5], None)]}
-    title = lambda t: experiments.plot_delta_f1([t]).axes[0].get_title()
+    title = lambda t: plot_delta_f1([t]).axes[0].get_title()
     assert "no interval over seeds" in title(one_seed) and "t-interval" not in title(one_seed)
     assert "one seed shared with the reference" in title(one_seed)   # ΔF1 pairs seeds; a row may have more
     assert "t-interval over seeds" in title(mixed) and "1 with one seed" in title(mixed)
-    ax = experiments.plot_delta_f1([mixed]).axes[0]
+    ax = plot_delta_f1([mixed]).axes[0]
     assert [round(b.get_height(), 2) for b in ax.patches] == [-1.5, 0.5]
+
+
+def stand_in_artifacts(folder: Path, misses: dict[str, dict[int, int]], valid_f1: dict[str, dict[int, float]]) -> None:
+    """``<experiment>/<dataset>`` as the batch leaves it, without running anything: per setting and
+    seed, test predictions of 60 tweets that miss the LOC span of the first ``misses`` tweets,
+    their test scores, and a valid F1 of their own."""
+    spec = {"recipe": {"epochs": 2}, "model": {}, "data": {}}
+    settings = list(misses)
+    man = {"experiment": "t", "dataset": "sample", "params_file": "p.yaml", "settings": settings,
+           "reference": settings[0], "seeds": [1, 2, 3], "comparisons": [], "facts_text": "stand-in",
+           "identical": {}, "summaries": {}, **spec}
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text(json.dumps(man))
+    tweets = [Tweet(str(i), ["Obama", "in", "Paris"], ["B-PER", "O", "B-LOC"]) for i in range(60)]
+    for setting, per_seed in misses.items():
+        for seed, k in per_seed.items():
+            run = folder / f"{setting}-s{seed}"
+            run.mkdir()
+            pred = [["B-PER", "O", "O"] if i < k else list(t.labels) for i, t in enumerate(tweets)]
+            write_predictions(run / "p.txt", tweets, pred)
+            (run / "test_predictions.conll.gz").write_bytes(gzip.compress((run / "p.txt").read_bytes()))
+            s = score([t.labels for t in tweets], pred)
+            metrics = {"test": s.row(), "valid": {"Pre.": 0.0, "Rec.": 0.0, "F1": valid_f1[setting][seed]}}
+            (run / "metrics.json").write_text(json.dumps(metrics))
+            (run / "provenance.json").write_text(json.dumps({"identity": {"setting": setting, "seed": seed, **spec}}))
+
+
+def test_beats_needs_the_interval_over_seeds_of_test_f1_not_the_tweet_bootstrap_alone(tmp_path):
+    """A setting better on the test tweets of seeds 1 and 3 and slightly worse on seed 2: the tweet
+    bootstrap lies above zero, the t-interval over seeds does not, so it does not beat the
+    reference. Its valid F1 is above the reference's on every seed: an interval over valid F1
+    would lie above zero."""
+    folder = tmp_path / "t" / "sample"
+    stand_in_artifacts(folder, {"ref": {1: 30, 2: 10, 3: 30}, "new": {1: 10, 2: 12, 3: 10}},
+                       {"ref": {1: 80.0, 2: 81.0, 3: 82.0}, "new": {1: 83.0, 2: 84.5, 3: 86.0}})
+    t = dataset_table(folder)
+    rows = {r["setting"]: r for r in t["rows"]}
+    d = rows["new"]["delta"]
+    test_deltas = [rows["new"]["F1"][i] - rows["ref"]["F1"][i] for i in range(3)]
+    assert d["per_seed"] == [pytest.approx(x, abs=0.01) for x in test_deltas]
+    assert test_deltas[0] > 5 and test_deltas[1] < 0 and test_deltas[2] > 5
+    assert d["tweet_ci95"][0] > 0                                     # the bootstrap alone would say "beats"
+    assert d["seed_ci95"][0] < 0 < d["seed_ci95"][1]
+    assert d["beats_reference"] is False
+    assert "| new | 1,2,3 |" in table_markdown(t) and "| no |" in table_markdown(t)
+    # the same rows with a seed 2 that is better too: now both intervals lie above zero
+    folder2 = tmp_path / "t2" / "sample"
+    stand_in_artifacts(folder2, {"ref": {1: 30, 2: 30, 3: 30}, "new": {1: 10, 2: 12, 3: 10}},
+                       {"ref": {1: 80.0, 2: 81.0, 3: 82.0}, "new": {1: 83.0, 2: 84.5, 3: 86.0}})
+    d2 = {r["setting"]: r for r in dataset_table(folder2)["rows"]}["new"]["delta"]
+    assert d2["seed_ci95"][0] > 0 and d2["tweet_ci95"][0] > 0 and d2["beats_reference"] is True

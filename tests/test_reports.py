@@ -6,8 +6,11 @@ import nbformat
 import pytest
 
 from tvolib import reports
+from tvolib.runs import notebook
+from tvolib.runs.params import (check_no_secrets, load_params_file, parse_value, redact_command, redact_secrets,
+                                secret_name, secret_value)
 
-REPO = reports.REPO
+REPO = notebook.REPO
 
 
 def make_nb(path, source_cells, params="x = 1\nseed = 0"):
@@ -68,28 +71,77 @@ def test_params_file_sections_and_cli_precedence(tmp_path):
     pf = tmp_path / "p.yaml"
     pf.write_text("x: 2\nunknown: 3\n01_a:\n  seed: 7\n")
     nb = nbs / "01_a.ipynb"
-    assert reports.params_for(nb, reports.load_params_file(pf), {}) == {"x": 2, "seed": 7}
-    assert reports.params_for(nb, reports.load_params_file(pf), {"x": 9})["x"] == 9
+    assert reports.params_for(nb, load_params_file(pf), {}) == {"x": 2, "seed": 7}
+    assert reports.params_for(nb, load_params_file(pf), {"x": 9})["x"] == 9
 
 
-def test_secrets_are_refused():
-    with pytest.raises(SystemExit, match="OPENAI_API_KEY"):
-        reports.check_no_secrets({"openai_api_key": "sk-abc"}, "02_x.ipynb")
-    for name in ("api_key", "hf_token", "client_secret", "password", "llm-api-key", "AWS_ACCESS_KEY"):
-        with pytest.raises(SystemExit, match="looks like a secret"):
-            reports.check_no_secrets({name: None}, "02_x.ipynb")          # refused whatever its value
-    with pytest.raises(SystemExit, match="'hf_token'"):
-        reports.check_no_secrets({"data": {"hf_token": "x"}}, "p.yaml")   # at any depth
-    reports.check_no_secrets({"max_tokens": 5, "tokenizer": "x", "data_dir": "x", "secretary": 1}, "02_x.ipynb")
-    assert reports.redact_secrets({"a": 1, "api_key": "sk", "d": {"token": "t", "b": 2}}) == {"a": 1, "d": {"b": 2}}
+SECRET_NAMES = ("api_key", "hf_token", "client_secret", "password", "llm-api-key", "AWS_ACCESS_KEY", "openaiApiKey",
+                "OPENAI_KEY", "private_key", "api-token", "auth", "Authorization", "db_passwd", "GITHUB_TOKEN",
+                "HFTOKEN", "APIKEY", "slackBotToken", "credentials", "llm.api.key", "x-api-key", "Secret")
+PLAIN_NAMES = ("max_tokens", "tokenizer", "data_dir", "secretary", "author", "keyword", "monkey", "tagger_lr",
+               "knowledge_source", "llm_base_url", "image_weights", "text_encoder")
+SECRET_VALUES = ("sk-proj-abc123DEF456", "sk-1234", "ghp_abcdefgh12345678", "github_pat_11ABC", "xoxb-1234-5678",
+                 "AKIAIOSFODNN7EXAMPLE", "hf_AbCdEfGhIjKlMn", "AIzaSyA1234567890abcdefghijklmnop",
+                 "glpat-abcdefgh", "Bearer sk-abcdef1234", "https://llm.example/v1?api_key=abc",
+                 "q8Zr4Lw2Xn7Kp0Tb5Vy9Hs3Jd6Fm1Gc", "-----BEGIN RSA PRIVATE KEY-----", ["x", {"k": "ghp_abcdefgh12345678"}])
+PLAIN_VALUES = ("../shared/data/captions/blip2_twitter2015.json", "sentence-transformers/all-MiniLM-L6-v2",
+                "tvomner+pgim.wo-VAE", "0123456789abcdef0123456789abcdef01234567", "sk", "task-1", "skip",
+                "https://api.openai.com/v1", "hf_hub", "runs/experiments/visual/twitter2017", 3, None, [1, 2],
+                "efficientnet_lite0", "noun_chunks_en_core_web_sm_3_8_0_v2")
+
+
+@pytest.mark.parametrize("name", SECRET_NAMES)
+def test_a_name_that_looks_like_a_credential_is_refused_in_any_spelling(name):
+    assert secret_name(name)
+    with pytest.raises(SystemExit, match="looks like a secret"):
+        check_no_secrets({name: None}, "02_x.ipynb")                      # refused whatever its value
+    with pytest.raises(SystemExit, match=f"p.yaml: data: parameter '{name}'"):
+        check_no_secrets({"data": {name: "x"}}, "p.yaml")                # at any depth
+    assert redact_secrets({"a": 1, name: "v", "d": {name: "t", "b": 2}}) == {"a": 1, "d": {"b": 2}}
+
+
+@pytest.mark.parametrize("value", SECRET_VALUES, ids=str)
+def test_a_value_that_looks_like_a_credential_is_refused_and_never_shown(value):
+    assert secret_value(value)
+    with pytest.raises(SystemExit, match="value of parameter 'llm_model' looks like a secret") as e:
+        check_no_secrets({"data": {"llm_model": value}}, "p.yaml")
+    assert str(value) not in str(e.value)
+    assert redact_secrets({"llm_model": value, "x": 1}) == {"llm_model": "<redacted>", "x": 1}
+
+
+def test_plain_names_and_values_pass():
+    for name in PLAIN_NAMES:
+        assert not secret_name(name), name
+    for value in PLAIN_VALUES:
+        assert not secret_value(value), value
+    check_no_secrets({n: v for n, v in zip(PLAIN_NAMES, PLAIN_VALUES)}, "02_x.ipynb")
+    with pytest.raises(SystemExit, match="OPENAI_API_KEY"):               # the message says where keys go
+        check_no_secrets({"openai_api_key": "sk-abc"}, "02_x.ipynb")
+
+
+def test_the_recorded_command_line_is_redacted():
+    argv = ["-m", "tvolib.reports", "-p", "openaiApiKey=sk-abc123", "-p", "x=ghp_abcdefgh12345678", "-p", "seed=3",
+            "--api-key", "plain-looking", "--out", "reports/x", "hf_AbCdEfGhIjKlMn"]
+    cmd = redact_command(argv)
+    assert cmd == ("-m tvolib.reports -p openaiApiKey=<redacted> -p x=<redacted> -p seed=3 --api-key <redacted> "
+                   "--out reports/x <redacted>")
 
 
 def test_secret_parameter_is_refused_by_the_cli_and_never_reaches_a_report(tmp_path):
     nbs = tmp_path / "nbs"
     nbs.mkdir()
-    make_nb(nbs / "01_a.ipynb", ["print(x)"], params="x = 1\nseed = 0\nllm_api_key = None")
+    make_nb(nbs / "01_a.ipynb", ["print(x)"], params="x = 1\nseed = 0\nllm_api_key = None\nllm_model = 'm'")
     r = run_cli("--notebooks", str(nbs), "--out", str(tmp_path / "out"), "-p", "llm_api_key=sk-123")
     assert r.returncode != 0 and "looks like a secret" in r.stderr
+    # names no notebook declares, in other spellings: refused as secrets before anything else, silently for
+    # their values
+    r = run_cli("--notebooks", str(nbs), "--out", str(tmp_path / "out"), "-p", "openaiApiKey=sk-abc1",
+                "-p", "OPENAI_KEY=sk-abc2", "-p", "private_key=sk-abc3")
+    assert r.returncode != 0 and "'openaiApiKey' looks like a secret" in r.stderr and "sk-abc" not in r.stderr
+    # a declared name with a secret value
+    r = run_cli("--notebooks", str(nbs), "--out", str(tmp_path / "out"), "-p", "llm_model=ghp_abcdefgh12345678")
+    assert r.returncode != 0 and "value of parameter 'llm_model' looks like a secret" in r.stderr
+    assert "ghp_" not in r.stderr and not (tmp_path / "out").exists()
     pf = tmp_path / "p.yaml"
     pf.write_text("x: 2\n01_a:\n  openai_api_key: sk-123\n")
     r = run_cli("--notebooks", str(nbs), "--out", str(tmp_path / "out"), "--params", str(pf))
@@ -134,16 +186,30 @@ def test_live_line_names_notebook_elapsed_time_and_cell(tmp_path):
     make_nb(nbs / "01_slow.ipynb", ["import time\ntime.sleep(4)", "print('done')"])
     r = run_cli("--notebooks", str(nbs), "--out", str(tmp_path / "out"), "--every", "1")
     assert r.returncode == 0, r.stderr
-    lines = [l for l in r.stdout.splitlines() if "01_slow.ipynb: running" in l]
-    assert len(lines) >= 2, r.stdout
+    lines = [l for l in r.stderr.splitlines() if "01_slow.ipynb: running" in l]
+    assert len(lines) >= 2, r.stderr
     assert any("cell 2/3 (`import time`)" in l for l in lines), lines
     assert lines[-1].split("running ")[1].startswith("0m0") and "s" in lines[-1]
 
 
+def test_unknown_command_line_parameter_is_a_one_line_error(tmp_path):
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    make_nb(nbs / "01_a.ipynb", ["print(x)"])
+    make_nb(nbs / "02_b.ipynb", ["print(y)"], params="y = 1")
+    r = run_cli("--notebooks", str(nbs), "--out", str(tmp_path / "out"), "-p", "sead=3", "-p", "x=2")
+    assert r.returncode != 0 and not (tmp_path / "out").exists()
+    assert r.stderr.strip() == ("command line: -p sead: not declared by the parameters cell of any selected "
+                                "notebook (01_a, 02_b)")
+    # declared only by a notebook left out with --only: an error too
+    r = run_cli("--notebooks", str(nbs), "--out", str(tmp_path / "out"), "--only", "01", "-p", "y=2")
+    assert r.returncode != 0 and "-p y: not declared" in r.stderr and not (tmp_path / "out").exists()
+
+
 def test_parse_value():
-    assert reports.parse_value("None") is None and reports.parse_value("3") == 3
-    assert reports.parse_value("../shared/data/twitter2015") == "../shared/data/twitter2015"
-    assert reports.parse_value("true") is True
+    assert parse_value("None") is None and parse_value("3") == 3
+    assert parse_value("data/twitter2015") == "data/twitter2015"
+    assert parse_value("true") is True
 
 
 def test_section_key_the_notebook_does_not_declare_is_an_error(tmp_path):
@@ -153,14 +219,14 @@ def test_section_key_the_notebook_does_not_declare_is_an_error(tmp_path):
     pf = tmp_path / "p.yaml"
     pf.write_text("x: 2\n01_a:\n  sead: 7\n")          # a typo of seed
     with pytest.raises(SystemExit, match=r"p\.yaml: section '01_a' sets \['sead'\]"):
-        reports.params_for(nbs / "01_a.ipynb", reports.load_params_file(pf), {}, source=str(pf))
+        reports.params_for(nbs / "01_a.ipynb", load_params_file(pf), {}, source=str(pf))
 
 
 @pytest.mark.parametrize("name", ["twitter2015", "twitter2017"])
 def test_shipped_params_files_only_set_declared_parameters(name):
     """Every section of params/<dataset>.yaml names a notebook and only its declared parameters."""
     pf = REPO / "params" / f"{name}.yaml"
-    file_params = reports.load_params_file(pf)
+    file_params = load_params_file(pf)
     reports.check_params_file(file_params, reports.find_notebooks(REPO / "notebooks"), str(pf))
     nbs = {nb.stem: nb for nb in reports.find_notebooks(REPO / "notebooks")}
     sections = [k for k, v in file_params.items() if isinstance(v, dict) and k[:2].isdigit()]
@@ -173,10 +239,10 @@ def test_shipped_params_files_only_set_declared_parameters(name):
 
 def test_figure_dir_is_given_relative_to_the_kernels_directory(tmp_path):
     # the executed copy and its record must not carry this machine's absolute paths
-    assert reports.default_figure_dir(tmp_path / "out", tmp_path) == "out/figures"
-    assert reports.default_figure_dir(tmp_path / "a" / ".." / "out", tmp_path) == "out/figures"
+    assert notebook.default_figure_dir(tmp_path / "out", tmp_path) == "out/figures"
+    assert notebook.default_figure_dir(tmp_path / "a" / ".." / "out", tmp_path) == "out/figures"
     elsewhere = tmp_path / "elsewhere"
-    assert reports.default_figure_dir(tmp_path / "out", elsewhere) == str((tmp_path / "out" / "figures").resolve())
+    assert notebook.default_figure_dir(tmp_path / "out", elsewhere) == str((tmp_path / "out" / "figures").resolve())
 
 
 def test_git_state_ignores_the_reports_folder_but_not_the_code(tmp_path, monkeypatch):
@@ -189,10 +255,10 @@ def test_git_state_ignores_the_reports_folder_but_not_the_code(tmp_path, monkeyp
     subprocess.run(git[:3] + ["init", "-q"], check=True)
     subprocess.run(git + ["add", "."], check=True)
     subprocess.run(git + ["commit", "-qm", "c"], check=True)
-    monkeypatch.setattr(reports, "REPO", repo)
-    assert reports.git_commit()["dirty"] is False
+    monkeypatch.setattr(notebook, "REPO", repo)
+    assert notebook.git_commit()["dirty"] is False
     (repo / "reports" / "01.json").write_text('{"a": 1}')     # a report written by this run
-    assert reports.git_commit()["dirty"] is False
+    assert notebook.git_commit()["dirty"] is False
     (repo / "tvolib" / "m.py").write_text("x = 2\n")          # code that is not the commit's
-    state = reports.git_commit()
+    state = notebook.git_commit()
     assert state["dirty"] is True and state["dirty_files"] == ["tvolib/m.py"]

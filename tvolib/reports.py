@@ -2,8 +2,8 @@
 
     python -m tvolib.reports                       # every notebooks/NN_*.ipynb on the sample
     python -m tvolib.reports --only 01 03          # a subset (by number or name)
-    python -m tvolib.reports -p data_dir=../shared/data/twitter2015 -p dataset=twitter2015 \
-        -p image_dir=None -p captions=../shared/data/captions/blip2_twitter2015.json
+    python -m tvolib.reports -p data_dir=data/twitter2015 -p dataset=twitter2015 \
+        -p image_dir=None -p captions=data/captions/blip2_twitter2015.json
     python -m tvolib.reports --params params/twitter2017.yaml --out reports/twitter2017
 
 For each notebook ``NN_name.ipynb`` the output folder gets ``NN_name.ipynb`` (executed),
@@ -19,39 +19,30 @@ typo would otherwise be dropped without a word); a missing file is a one-line er
 notebook runs, a line every ``--every`` seconds gives its elapsed time and current cell.
 
 A failing notebook stops the run with exit status 1 and a message naming the notebook and the
-cell; its partly executed copy is kept for inspection. API keys are never parameters: a parameter
-whose name looks like a secret (``api_key``, ``*_token``, ``password``...) is refused wherever it is
-given, and a notebook default with such a name is never written to a report. Keys are read from
-the environment by the code that needs them.
+cell; its partly executed copy is kept for inspection. A ``-p`` name that no selected notebook
+declares is an error, as in a parameters file.
+
+Nothing secret is ever a parameter or written to a report: a parameter is refused wherever it is
+given (``-p``, a parameters file, at any depth) when its name looks like a credential in any
+spelling (``api_key``, ``openaiApiKey``, ``OPENAI_KEY``, ``hf-token``, ``password``, ``auth``...) or
+its value looks like one (a known key prefix such as ``sk-``, ``ghp_``, ``hf_``, ``AKIA``, or a long
+random-looking string); a notebook default with such a name or value is left out of its report
+record, and the recorded command line is redacted the same way (``tvolib.runs.params``). Keys are
+read from the environment by the code that needs them.
 """
 from __future__ import annotations
 
 import argparse
-import ast
 import json
-import platform
-import re
-import subprocess
+import logging
 import sys
-import time
-from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
-from .cache import atomic_write_json, atomic_write_text
+from .cache import atomic_write_text
+from .runs.notebook import REPO, NotebookFailed, declared_parameters, run_notebook
+from .runs.params import check_no_secrets, load_params_file, parse_value
 
-REPO = Path(__file__).resolve().parent.parent
-PACKAGES = ("tvolib", "torch", "torchvision", "transformers", "timm", "pytorch-crf", "seqeval",
-            "papermill", "numpy", "pillow", "safetensors", "openai", "wikipedia", "matplotlib")
-# a name part (between "_" or "-") that names a credential: api_key, openai_api_key, hf_token,
-# client_secret, password; not max_tokens or tokenizer
-SECRET_NAME = re.compile(r"(^|[_-])(api[_-]?key|apikey|access[_-]?key|secret|token|password|passwd|credentials?)"
-                         r"($|[_-])", re.I)
-DATA_FILES = ("train.txt", "valid.txt", "test.txt")
-
-
-class NotebookFailed(RuntimeError):
-    pass
+log = logging.getLogger(__name__)
 
 
 def find_notebooks(folder: str | Path, only: list[str] | None = None) -> list[Path]:
@@ -67,61 +58,6 @@ def find_notebooks(folder: str | Path, only: list[str] | None = None) -> list[Pa
     if not nbs:
         raise SystemExit(f"no numbered notebooks (NN_name.ipynb) in {folder}")
     return nbs
-
-
-def parse_value(text: str):
-    """``-p key=value`` values: Python/JSON literals (None, 3, 0.5, [1,2], "x"), else a string."""
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        low = text.lower()
-        if low in ("null", "none"):
-            return None
-        if low in ("true", "false"):
-            return low == "true"
-        return text
-
-
-def load_params_file(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise SystemExit(f"{path}: parameters file not found")
-    text = path.read_text()
-    if path.suffix in (".yaml", ".yml"):
-        import yaml
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as e:
-            raise SystemExit(f"{path}: invalid YAML: {e}") from None
-    else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise SystemExit(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
-    if not isinstance(data, dict):
-        raise SystemExit(f"{path}: expected a mapping of parameter names to values")
-    return data
-
-
-def declared_parameters(nb_path: Path) -> dict:
-    import papermill as pm
-    return pm.inspect_notebook(str(nb_path))
-
-
-def check_no_secrets(params: dict, where: str) -> None:
-    """Refuse any key (at any depth) whose name looks like a credential, whatever its value."""
-    for k, v in params.items():
-        if SECRET_NAME.search(str(k)):
-            raise SystemExit(f"{where}: parameter {k!r} looks like a secret; API keys are read from "
-                             f"the environment (e.g. OPENAI_API_KEY) and never passed as parameters")
-        if isinstance(v, dict):
-            check_no_secrets(v, f"{where}: {k}")
-
-
-def redact_secrets(params: dict) -> dict:
-    """``params`` without the keys whose name looks like a credential (what a report may hold)."""
-    return {k: redact_secrets(v) if isinstance(v, dict) else v for k, v in params.items()
-            if not SECRET_NAME.search(str(k))}
 
 
 def check_params_file(file_params: dict, notebooks: list[Path], source: str = "parameters file") -> None:
@@ -160,193 +96,6 @@ def params_for(nb: Path, file_params: dict, cli_params: dict, source: str = "par
     return chosen
 
 
-def git_commit() -> dict:
-    def run(*args):
-        try:
-            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
-                                  timeout=10).stdout.strip()
-        except Exception:
-            return ""
-    # "dirty": tracked files other than the reports themselves differ from the commit. Executed
-    # notebooks written into reports/ by this very run must not mark the runs after them dirty.
-    files = run("diff", "--name-only", "HEAD", "--", ".", ":(exclude)reports").splitlines()
-    return {"commit": run("rev-parse", "HEAD") or None, "dirty": bool(files), "dirty_files": files[:20]}
-
-
-def package_versions() -> dict:
-    out = {"python": platform.python_version()}
-    for p in PACKAGES:
-        try:
-            out[p] = metadata.version(p)
-        except metadata.PackageNotFoundError:
-            out[p] = None
-    return out
-
-
-def data_checksums(params: dict, cwd: Path) -> dict:
-    """sha256 of the benchmark files and side files a run's parameters point at."""
-    from .data import file_sha256
-    sums = {}
-    for k, v in params.items():
-        if isinstance(v, dict):                       # nested parameters, e.g. a dataset's DataConfig fields
-            sums.update({f"{k}.{kk}": vv for kk, vv in data_checksums(v, cwd).items()})
-            continue
-        if not isinstance(v, str) or not v or k in ("cache_dir", "output_dir", "out_dir", "figure_dir"):
-            continue
-        p = Path(v) if Path(v).is_absolute() else cwd / v
-        if p.is_dir():
-            for name in DATA_FILES:
-                if (p / name).is_file():
-                    sums[f"{k}/{name}"] = file_sha256(p / name)
-        elif p.is_file() and p.stat().st_size < 2 << 30:
-            sums[k] = file_sha256(p)
-    return sums
-
-
-def default_parameters(nb: Path) -> dict:
-    return {k: parse_value(v["default"]) if isinstance(v.get("default"), str) else v.get("default")
-            for k, v in declared_parameters(nb).items()}
-
-
-def html_export(executed: Path, html: Path) -> None:
-    import nbformat
-    from nbconvert import HTMLExporter
-    from .viz import widget_renderer_url
-    # the widget renderer inlined: the saved widgets (notebook 06) show offline, not only from a CDN
-    body, _ = HTMLExporter(widget_renderer_url=widget_renderer_url()).from_notebook_node(
-        nbformat.read(str(executed), as_version=4))
-    atomic_write_text(html, body)
-
-
-def kernel_name() -> str:
-    """The project's kernel when installed (``make`` installs it), else this interpreter's."""
-    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-    try:
-        spec = KernelSpecManager().get_kernel_spec("tvomner")
-        if Path(spec.argv[0]).exists():
-            return "tvomner"
-    except NoSuchKernel:
-        pass
-    return "python3"
-
-
-def _describe_cell(executed: Path, index: int) -> str:
-    """'cell 3 (`first line`)': 1-based position in the SOURCE notebook of the cell that raised
-    (papermill's injected-parameters and error-banner cells are not counted)."""
-    import nbformat
-    try:
-        cells = [c for c in nbformat.read(str(executed), as_version=4).cells
-                 if not {"injected-parameters", "papermill-error-cell-tag"} & set(c.metadata.get("tags", []))]
-        pos = next(i for i, c in enumerate(cells) if c.cell_type == "code"
-                   and any(o.get("output_type") == "error" for o in c.get("outputs", [])))
-        first = next((l for l in cells[pos].source.splitlines() if l.strip()), "")
-        return f"cell {pos + 1} (`{first[:60]}`)"
-    except Exception:
-        return f"cell index {index}"
-
-
-def notebook_progress(executed: Path) -> tuple[int, int, str] | None:
-    """(cells finished, code cells, first line of the running cell) of a notebook papermill is
-    executing (it saves the output copy after every cell); None when it cannot be read yet."""
-    try:
-        cells = [c for c in json.loads(Path(executed).read_text())["cells"] if c.get("cell_type") == "code"]
-    except (OSError, ValueError, KeyError):
-        return None
-    status = [c.get("metadata", {}).get("papermill", {}).get("status") for c in cells]
-    running = next((c for c, st in zip(cells, status) if st == "running"), None)
-    src = "".join(running["source"]) if running else ""
-    first = next((l.strip() for l in src.splitlines() if l.strip()), "")
-    return sum(st == "completed" for st in status), len(cells), first[:60]
-
-
-class LiveLine:
-    """Prints ``[reports] <name>: running 1m30s, cell 3/9 (`first line`)`` every ``every`` seconds
-    from a thread while a notebook executes (papermill itself is silent with progress_bar off)."""
-
-    def __init__(self, name: str, executed: Path, every: float | None, prefix: str = "[reports]"):
-        import threading
-        self.name, self.executed, self.every, self.prefix = name, executed, every, prefix
-        self.t0 = time.time()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True) if every else None
-
-    def _run(self):
-        while not self._stop.wait(self.every):
-            print(f"{self.prefix} {self.line()}", flush=True)
-
-    def line(self) -> str:
-        el = int(time.time() - self.t0)
-        prog = notebook_progress(self.executed)
-        where = f", cell {prog[0] + 1}/{prog[1]} (`{prog[2]}`)" if prog and prog[0] < prog[1] else ""
-        return f"{self.name}: running {el // 60}m{el % 60:02d}s{where}"
-
-    def __enter__(self):
-        if self._thread:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        if self._thread:
-            self._thread.join()
-        return False
-
-
-def default_figure_dir(out_dir: Path, cwd: Path) -> str:
-    """``<out_dir>/figures``, relative to the kernel's working directory where it lies inside it, so
-    that reports name no machine's absolute paths."""
-    figures, cwd_abs = Path(out_dir).resolve() / "figures", Path(cwd).resolve()
-    return str(figures.relative_to(cwd_abs) if figures.is_relative_to(cwd_abs) else figures)
-
-
-def run_notebook(nb: Path, out_dir: Path, params: dict, cwd: Path, kernel: str | None = None,
-                 timeout: int | None = None, html: bool = True, every: float | None = 30) -> dict:
-    """Execute ``nb`` into ``out_dir`` and write its report record ``out_dir/<stem>.json``. A
-    notebook that declares ``figure_dir`` and is not given one saves its figures into
-    ``out_dir/figures``. ``every``: seconds between live lines (None: silent)."""
-    import papermill as pm
-    from papermill.exceptions import PapermillExecutionError
-    check_no_secrets(params, nb.name)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if "figure_dir" in declared_parameters(nb) and "figure_dir" not in params:
-        params = {**params, "figure_dir": default_figure_dir(out_dir, cwd)}
-    executed = out_dir / nb.name
-    t0 = time.time()
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    error = None
-    try:
-        with LiveLine(nb.name, executed, every):
-            pm.execute_notebook(str(nb), str(executed), parameters=params, cwd=str(cwd),
-                                kernel_name=kernel or kernel_name(), progress_bar=False,
-                                execution_timeout=timeout, report_mode=False)
-    except PapermillExecutionError as e:
-        error = f"{nb.name}: {_describe_cell(executed, e.cell_index)} raised {e.ename}: {e.evalue}"
-    except Exception as e:  # kernel died, timeout, bad notebook
-        error = f"{nb.name}: {type(e).__name__}: {str(e)[:500]}"
-    wall = time.time() - t0
-    effective = redact_secrets({**default_parameters(nb), **params})
-    record = {
-        "notebook": str(nb.relative_to(REPO) if nb.is_relative_to(REPO) else nb),
-        "executed": executed.name, "html": nb.stem + ".html",
-        "status": "failed" if error else "ok", "error": error,
-        "started": started, "wall_seconds": round(wall, 2),
-        "parameters": effective, "parameters_overridden": sorted(params),
-        "seed": effective.get("seed"),
-        "git": git_commit(), "packages": package_versions(),
-        "data_checksums": data_checksums(effective, cwd),
-        "platform": platform.platform(), "command": " ".join(sys.argv),
-    }
-    if executed.exists() and html:
-        try:
-            html_export(executed, out_dir / (nb.stem + ".html"))
-        except Exception as e:  # an HTML failure must not hide the notebook's own result
-            record["html_error"] = f"{type(e).__name__}: {e}"
-    atomic_write_json(out_dir / (nb.stem + ".json"), record)
-    if error:
-        raise NotebookFailed(error)
-    return record
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tvolib.reports", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -361,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=int, default=None, help="seconds per cell")
     ap.add_argument("--every", type=float, default=30, help="seconds between live lines (0: none)")
     args = ap.parse_args(argv)
-
+    logging.basicConfig(level=logging.WARNING, format="[reports] %(message)s")   # papermill's INFO lines: not shown
+    logging.getLogger("tvolib").setLevel(logging.INFO)
     cli = {}
     for item in args.param:
         if "=" not in item:
@@ -381,17 +131,18 @@ def main(argv: list[str] | None = None) -> int:
         plans.append((nb, p))
     unused = set(cli) - used
     if unused:
-        print(f"warning: no notebook declares {sorted(unused)}", file=sys.stderr)
+        raise SystemExit(f"command line: -p {', '.join(sorted(unused))}: not declared by the parameters cell of any "
+                         f"selected notebook ({', '.join(nb.stem for nb in nbs)})")
     out = Path(args.out)
     for nb, p in plans:
-        print(f"[reports] {nb.name} {json.dumps(p, default=str) if p else ''}", flush=True)
+        log.info("%s %s", nb.name, json.dumps(p, default=str) if p else "")
         try:
             rec = run_notebook(nb, out, p, Path(args.cwd), args.kernel, args.timeout, every=args.every or None)
         except NotebookFailed as e:
-            print(f"[reports] FAILED {e}\n[reports] partial output: {out / nb.name}", file=sys.stderr)
+            log.error("FAILED %s; partial output: %s", e, out / nb.name)
             write_summary(out)
             return 1
-        print(f"[reports] ok {nb.name} in {rec['wall_seconds']:.1f}s -> {out / nb.name}", flush=True)
+        log.info("ok %s in %.1fs -> %s", nb.name, rec["wall_seconds"], out / nb.name)
     write_summary(out)
     return 0
 
@@ -409,8 +160,7 @@ def write_summary(out: Path) -> None:
             lines.append(f"| [{r['executed']}]({r['html']}) | {r['status']} | {r['wall_seconds']:.1f} | "
                          f"{r.get('started', '')} | {commit} | {over} |")
         except (ValueError, KeyError, TypeError) as e:      # not a report record: say so, skip it
-            print(f"warning: {path}: not a report record ({type(e).__name__}: {e}); left out of SUMMARY.md",
-                  file=sys.stderr)
+            log.warning("%s: not a report record (%s: %s); left out of SUMMARY.md", path, type(e).__name__, e)
     atomic_write_text(out / "SUMMARY.md", "# Report runs\n\n" + "\n".join(lines) + "\n")
 
 

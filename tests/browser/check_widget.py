@@ -257,7 +257,7 @@ def html_check(browser, tmp: Path, executed: Path | None, run_timeout: float) ->
               + ("" if r.returncode == 0 else f": {r.stderr[-1500:]}"))
     else:
         sys.path.insert(0, str(REPO))
-        from tvolib.reports import html_export
+        from tvolib.runs.notebook import html_export
         if not executed.exists():
             raise CheckFailed(f"{executed} is missing")
         html_export(executed, html)

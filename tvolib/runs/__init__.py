@@ -1,0 +1,16 @@
+"""The experiment batch: every (dataset, setting, seed) of a parameters file, each run a papermill
+execution of ``notebooks/07_run.ipynb``, a few at a time.
+
+    python -m tvolib.runs --params params/table2_twitter2017.yaml --jobs 2
+    python -m tvolib.runs --params params/table2_sample.yaml --dry-run     # the plan only
+    python -m tvolib.runs --params params/table2_sample.yaml --summary     # tables only
+
+``params``    parameter values and files; nothing secret is ever a parameter
+``notebook``  one notebook executed with papermill, and its provenance record
+``plan``      the parameters file's schema, and the runs it asks for
+``identity``  what makes two runs the same run: skip, reuse, refuse
+``artifacts`` what a finished run leaves in ``reports/experiments`` (metrics, predictions, provenance)
+``execute``   the process pool: one child process per run, each holding its run's lock
+``tables``    Table 2, comparisons of two experiments, the ΔF1 plot
+``cli``       the command line
+"""

@@ -1,0 +1,60 @@
+"""What a finished run leaves in ``reports/experiments/<name>/<dataset>/<setting>-s<seed>/``
+(committed): ``metrics.json``, the test predictions (CoNLL, gzip) and ``provenance.json``
+(identity, configs, data checksums, git commit, package versions, wall time), written last.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+from ..cache import atomic_write_bytes, atomic_write_json
+from .notebook import REPO, data_checksums
+from .plan import ARTIFACTS, Run
+
+
+def data_files(run_dir: Path) -> dict:
+    """Checksums of the data a run read, from its ``config.json``: the three splits, captions,
+    phrases, boxes and knowledge file its data config names, and the knowledge resources (per-tweet
+    file, the local base's inputs) with the hashes recorded under ``"resources"`` when the run was
+    resolved."""
+    cfg = json.loads((run_dir / "config.json").read_text())
+    files = {k: cfg["data"].get(k) for k in ("data_dir", "captions", "phrases", "boxes", "knowledge_file")}
+    sums = data_checksums({k: v for k, v in files.items() if v}, REPO)
+    knowledge = (cfg.get("resources") or {}).get("knowledge") or {}
+    for sha in (knowledge.get("knowledge_file") or {}).values():
+        sums["knowledge_file"] = sha
+    for i, (_, sha) in enumerate(sorted((knowledge.get("kb_inputs") or {}).items())):
+        sums[f"kb{i}"] = sha
+    return sums
+
+
+def collect(run: Run, record: dict) -> None:
+    """Copy a finished run's small artifacts into ``run.artifacts``; ``record`` is the report record
+    of its notebook (``07_run.json``)."""
+    run.artifacts.mkdir(parents=True, exist_ok=True)
+    metrics = json.loads((run.run_dir / "metrics.json").read_text())
+    atomic_write_json(run.artifacts / "metrics.json", metrics)
+    pred = (run.run_dir / "test_predictions.txt").read_bytes()
+    atomic_write_bytes(run.artifacts / "test_predictions.conll.gz", gzip.compress(pred, mtime=0))
+    config = json.loads((run.run_dir / "config.json").read_text())
+    prov = {"identity": run.identity, "run_dir": str(run.run_dir), "configs": config,
+            "data_files": data_files(run.run_dir),
+            **{k: record.get(k) for k in ("notebook", "started", "wall_seconds", "parameters", "git", "packages",
+                                          "platform", "command")}}
+    atomic_write_json(run.artifacts / "provenance.json", prov)
+
+
+def reuse(run: Run, source: Path) -> None:
+    """Copy another experiment's finished run into ``run.artifacts``; its provenance names the source
+    (whose executed notebook and checkpoints are that run's)."""
+    run.artifacts.mkdir(parents=True, exist_ok=True)
+    for a in (a for a in ARTIFACTS if a != "provenance.json"):   # the provenance gets `reused_from`
+        atomic_write_bytes(run.artifacts / a, (source / a).read_bytes())
+    prov = json.loads((source / "provenance.json").read_text())
+    if "reused_from" not in prov:              # a copy of a copy names the folder of the executed run
+        try:
+            prov["reused_from"] = str(source.resolve().relative_to(REPO))
+        except ValueError:
+            prov["reused_from"] = str(source)
+    atomic_write_json(run.artifacts / "provenance.json", prov)

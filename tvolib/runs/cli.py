@@ -1,0 +1,94 @@
+"""``python -m tvolib.runs``: the experiment batch from the command line.
+
+    python -m tvolib.runs --params params/table2_twitter2017.yaml --jobs 2
+    python -m tvolib.runs --params params/table2_sample.yaml --dry-run     # the plan only
+    python -m tvolib.runs --params params/table2_sample.yaml --summary     # tables only
+    python -m tvolib.runs --compare params/precision_twitter2017_fp32.yaml params/precision_twitter2017_bf16.yaml
+
+Every (dataset, setting, seed) of the parameters file is one papermill execution of
+``notebooks/07_run.ipynb``. A run whose committed artifacts (or run folder) hold the same
+parameters is skipped; one finished with the same parameters for another experiment is copied
+(its provenance says ``reused_from``); a run folder holding other parameters is refused (choose
+another ``name``); an interrupted run resumes after its last finished epoch. A run another batch
+is running (its ``run.lock`` is held) is left to it and named as such. The exit status is 1 if any
+run failed. Each finished run's ``metrics.json``, test predictions and provenance go to
+``reports/experiments/<name>/<dataset>/<setting>-s<seed>/``, and ``table2.{md,json}`` of the
+experiment is rewritten from every artifact there. The keys of a parameters file are those of
+``tvolib.runs.plan``.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from ..cache import atomic_write_json, atomic_write_text
+from .execute import execute, run_one
+from .identity import classify
+from .plan import NOTEBOOK, REPORTS, plan, write_manifests
+from .tables import compare_experiments, compare_markdown, write_tables
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m tvolib.runs", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("--params", help="the experiment's parameters file (YAML)")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at a time (each with `threads` torch threads)")
+    ap.add_argument("--runs_dir", default=None, help="overrides the file's runs_dir")
+    ap.add_argument("--every", type=float, default=60, help="seconds between live lines")
+    ap.add_argument("--dry-run", action="store_true", help="print the plan (runs, skips, identical settings)")
+    ap.add_argument("--summary", action="store_true", help="only rewrite the tables (from the artifacts, after "
+                    "copying those of runs finished in their folders or for another experiment)")
+    ap.add_argument("--compare", nargs=2, metavar=("A", "B"), default=None,
+                    help="two experiments' parameters files: ΔF1 = B − A per dataset, setting and seed "
+                         "(e.g. the same runs in fp32 and bf16), written to reports/experiments/compare-A-vs-B.md")
+    ap.add_argument("--notebook", default=str(NOTEBOOK), help=argparse.SUPPRESS)
+    ap.add_argument("--reports", default=str(REPORTS), help=argparse.SUPPRESS)
+    ap.add_argument("--run-one", default=None, help=argparse.SUPPRESS)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = parser()
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="[runs] %(message)s")   # papermill's INFO lines: not shown
+    logging.getLogger("tvolib").setLevel(logging.INFO)
+    if args.run_one:
+        return run_one(Path(args.run_one))
+    reports_dir = Path(args.reports)
+    if args.compare:
+        pa, pb = (plan(f, args.runs_dir, reports_dir) for f in args.compare)
+        for q in (pa, pb):
+            write_manifests(q, reports_dir)
+        c = compare_experiments(reports_dir / pa.name, reports_dir / pb.name)
+        out = reports_dir / f"compare-{pa.name}-vs-{pb.name}"
+        atomic_write_json(Path(f"{out}.json"), c)
+        atomic_write_text(Path(f"{out}.md"), compare_markdown(c))
+        print(compare_markdown(c))
+        return 0
+    if not args.params:
+        ap.error("--params is required")
+    p = plan(args.params, args.runs_dir, reports_dir)
+    if args.summary:
+        write_manifests(p, reports_dir)
+        for r in p.runs:                         # finished runs whose artifacts are not copied yet
+            classify(r)
+        write_tables(reports_dir / p.name)
+        table = reports_dir / p.name / "table2.md"
+        print(table.read_text() if table.exists() else "no finished runs")
+        return 0
+    if args.dry_run:
+        for name, man in p.manifests.items():
+            print(f"{name}: {man['facts_text']}")
+            for s, v in man["identical"].items():
+                print(f"  {s}: {v['why']} (not run)")
+        for r in p.runs:
+            classify(r, copy=False)
+            print(f"  {r.label}: {r.state}{' (' + r.error + ')' if r.error else ''}")
+        return 0
+    return 1 if execute(p, args.jobs, args.every, Path(args.notebook), reports_dir) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

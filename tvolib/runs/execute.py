@@ -1,0 +1,230 @@
+"""Running the runs of a plan: one child process per run (``python -m tvolib.runs --run-one``),
+``jobs`` at a time, each executing the run notebook with papermill.
+
+Each child holds ``<run_dir>/run.lock`` (``filelock``) while it runs, so a run in progress is never
+started twice: a second batch, or the same command again after its batch was killed alone, finds
+the lock held, leaves the run to its holder and says so. At most one run prepares its inputs at a
+time (they share the caches; ``prepared.json`` in the run folder says a run is done with them);
+training overlaps. A failed run is reported with its notebook, cell and error and the others go on.
+A batch's counts are of the runs it ran itself; runs another batch holds are named apart.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from ..cache import atomic_write_json
+from .notebook import REPO, NotebookFailed, run_notebook
+from .artifacts import collect
+from .identity import classify
+from .plan import NOTEBOOK, REPORTS, Plan, Run, write_manifests
+from .tables import write_tables
+
+log = logging.getLogger(__name__)
+LOCK = "run.lock"
+HELD = 75          # a child's exit status: another process holds the run's lock (EX_TEMPFAIL)
+
+
+def lock_path(run_dir: Path) -> Path:
+    return Path(run_dir) / LOCK
+
+
+def held_elsewhere(run_dir: Path) -> bool:
+    """True while another process holds the run's lock."""
+    lock = FileLock(lock_path(run_dir))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
+def run_one(launch: Path) -> int:
+    """The child process of one run: take the run's lock, execute the notebook, copy the artifacts.
+    Exit status ``HELD`` (touching nothing) when another process holds the lock."""
+    spec = json.loads(launch.read_text())
+    run = Run(spec["dataset"], spec["setting"], spec["seed"], Path(spec["run_dir"]), Path(spec["artifacts"]),
+              spec["identity"], spec["params"])
+    lock = FileLock(lock_path(run.run_dir))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.error("%s is held by another process; not run here", lock_path(run.run_dir))
+        return HELD
+    try:
+        try:
+            rec = run_notebook(Path(spec["notebook"]), run.run_dir, run.params, REPO, html=False,
+                               every=spec.get("every") or None)
+        except NotebookFailed as e:
+            log.error("FAILED %s", e)
+            return 1
+        collect(run, rec)
+        return 0
+    finally:
+        lock.release()
+
+
+def _progress(run: Run) -> str:
+    """``epoch 2/4 done (valid F1 80.10, 81.30)`` from the run's ``history.json``, else its state."""
+    if not (run.run_dir / "prepared.json").exists():
+        return "preparing inputs"
+    try:
+        h = json.loads((run.run_dir / "history.json").read_text())
+    except (OSError, ValueError):
+        return "training epoch 1"
+    epochs = run.params["recipe"].get("epochs", "?")
+    return f"epoch {len(h)}/{epochs} done (valid F1 {', '.join('%.2f' % e['valid_f1'] for e in h)})"
+
+
+def _clock(s: float) -> str:
+    s = int(s)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def _held_note(runs: list[Run]) -> str:
+    held = [r for r in runs if r.state == "held"]
+    if not held:
+        return ""
+    return "; held by another batch (its lock), not counted: " + ", ".join(
+        f"{r.label} ({lock_path(r.run_dir)})" for r in held)
+
+
+def start(r: Run, notebook: Path, every: float) -> None:
+    """Start ``r``'s child process; state ``held`` (touching nothing) if another process runs it."""
+    r.run_dir.mkdir(parents=True, exist_ok=True)
+    if held_elsewhere(r.run_dir):
+        r.state, r.error = "held", f"running in another process (lock {lock_path(r.run_dir)} is held), not run here"
+        return
+    (r.run_dir / "prepared.json").unlink(missing_ok=True)
+    atomic_write_json(r.run_dir / "run_identity.json", r.identity)
+    launch = r.run_dir / "launch.json"
+    atomic_write_json(launch, {"dataset": r.dataset, "setting": r.setting, "seed": r.seed, "run_dir": str(r.run_dir),
+                               "artifacts": str(r.artifacts), "identity": r.identity, "params": r.params,
+                               "notebook": str(notebook), "every": every})
+    env = {**os.environ, "OMP_NUM_THREADS": str(r.params["num_threads"]),
+           "MKL_NUM_THREADS": str(r.params["num_threads"]), "PYTHONUNBUFFERED": "1"}
+    r.log_file = open(r.run_dir / "run.log", "ab")
+    r.proc = subprocess.Popen([sys.executable, "-m", "tvolib.runs", "--run-one", str(launch)], cwd=REPO,
+                              stdout=r.log_file, stderr=subprocess.STDOUT, env=env)
+    r.started, r.state = time.time(), "running"
+
+
+def _failure(r: Run, code: int, notebook: Path = NOTEBOOK) -> str:
+    """The notebook, cell and error of a failed run (its report record), else the log's last line."""
+    rec = r.run_dir / f"{notebook.stem}.json"
+    where = f"; partial notebook {r.run_dir / notebook.name}, log {r.run_dir / 'run.log'}"
+    try:
+        err = json.loads(rec.read_text()).get("error")
+        if err and rec.stat().st_mtime >= r.started - 1:
+            return err + where
+    except (OSError, ValueError):
+        pass
+    try:
+        tail = [l for l in (r.run_dir / "run.log").read_text(errors="replace").splitlines() if l.strip()][-1]
+    except (OSError, IndexError):
+        tail = ""
+    return f"exit status {code}: {tail[:300]}{where}"
+
+
+def _tables(exp_dir: Path) -> None:
+    """Rewrite the tables; a problem there is reported and never stops the runs."""
+    try:
+        write_tables(exp_dir)
+    except Exception as e:
+        log.warning("tables not written: %s: %s", type(e).__name__, e)
+
+
+def _ended(r: Run, code: int, notebook: Path) -> None:
+    r.log_file.close()
+    if code == 0:
+        r.state = "done"
+        m = json.loads((r.artifacts / "metrics.json").read_text())
+        log.info("done %s: test F1 %.2f (best valid epoch %s) in %s", r.label, m["test"]["F1"], m["best_epoch"],
+                 _clock(time.time() - r.started))
+    elif code == HELD:
+        r.state, r.error = "held", f"running in another process (lock {lock_path(r.run_dir)} is held), not run here"
+        log.info("%s: %s", r.label, r.error)
+    else:
+        r.state, r.error = "failed", _failure(r, code, notebook)
+        log.error("FAILED %s: %s", r.label, r.error)
+
+
+def execute(p: Plan, jobs: int = 1, every: float = 30, notebook: Path = NOTEBOOK, reports_dir: Path = REPORTS) -> int:
+    """Run every todo run of ``p``, ``jobs`` at a time; returns the number of failed runs."""
+    write_manifests(p, reports_dir)
+    for r in p.runs:
+        classify(r)
+    todo = [r for r in p.runs if r.state == "todo"]
+    started: list[Run] = []                       # the runs this batch ran itself
+    log.info("%s: %d runs, %d finished before (skipped), %d to run, %d at a time", p.name, len(p.runs),
+             sum(r.state == "skip" for r in p.runs), len(todo), jobs)
+    for r in p.runs:
+        if r.state == "failed":
+            log.error("FAILED %s: %s", r.label, r.error)
+        elif r.error.startswith("reused from"):
+            log.info("%s: %s (same parameters)", r.label, r.error)
+    running: list[Run] = []
+    t0, last_live = time.time(), time.time()
+
+    def status() -> str:
+        mine = [r for r in started if r.state != "held"]
+        done, failed = sum(r.state == "done" for r in mine), sum(r.state == "failed" for r in mine)
+        return (f"this batch: {done + failed}/{len(mine) + len(todo)} runs ended ({done} done, {failed} failed), "
+                f"{len(running)} running, {len(todo)} waiting, {_clock(time.time() - t0)}{_held_note(p.runs)}")
+
+    def stop(signum, frame):                      # a kill of this process alone stops its runs too
+        for r in running:
+            if r.proc and r.proc.poll() is None:
+                r.proc.terminate()
+        raise SystemExit(f"stopped by signal {signum}; run the same command again to resume")
+
+    old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while todo or running:
+            # start runs: at most one of them is still preparing inputs (shared caches)
+            while todo and len(running) < jobs and all((r.run_dir / "prepared.json").exists() for r in running):
+                r = todo.pop(0)
+                classify(r)             # finished meanwhile, by another batch?
+                if r.state != "todo":
+                    log.info("%s: %s, not run", r.label, r.error or "finished meanwhile")
+                    continue
+                start(r, notebook, every)
+                if r.state == "held":
+                    log.info("%s: %s", r.label, r.error)
+                    continue
+                running.append(r)
+                started.append(r)
+                log.info("start %s -> %s (log: %s)", r.label, r.run_dir, r.run_dir / "run.log")
+            time.sleep(0.5)
+            for r in list(running):
+                code = r.proc.poll()
+                if code is None:
+                    continue
+                running.remove(r)
+                _ended(r, code, notebook)
+                _tables(reports_dir / p.name)
+                log.info(status())
+            if running and time.time() - last_live >= every:
+                last_live = time.time()
+                log.info(status())
+                for r in running:
+                    log.info("  %s: %s, %s", r.label, _clock(time.time() - r.started), _progress(r))
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    _tables(reports_dir / p.name)
+    log.info(status())
+    for r in p.runs:
+        if r.state == "failed":
+            log.error("FAILED %s: %s", r.label, r.error)
+    log.info("tables: %s", reports_dir / p.name / "table2.md")
+    return sum(r.state == "failed" for r in p.runs)

@@ -1,0 +1,283 @@
+"""Table 2 of an experiment and comparisons of two experiments, from the committed artifacts only.
+
+Per dataset: test P / R / F1 of every setting (mean ± sample std over seeds), ΔF1 against the
+reference on the seeds both ran with two 95 % intervals (over seeds, t; over test tweets, paired
+bootstrap), "beats" when both lie above zero (``tvolib.stats``), the branch probe, and the pairs
+named in the parameters file. :func:`compare_experiments` pairs two experiments run by run (e.g.
+the same runs in fp32 and bf16); :func:`plot_delta_f1` draws the ΔF1 column.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from ..cache import atomic_write_json, atomic_write_text
+from ..evaluate import read_predictions
+from ..stats import beats, paired_bootstrap_seeds, seed_interval
+from .identity import same_identity
+
+
+def _fmt_mean_sd(xs: list[float]) -> str:
+    if not xs:
+        return "—"
+    return f"{xs[0]:.2f}" if len(xs) == 1 else f"{statistics.fmean(xs):.2f} ± {statistics.stdev(xs):.2f}"
+
+
+def _mean(xs: list) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def finished_runs(folder: Path) -> tuple[dict, dict[str, dict[int, dict]]]:
+    """The manifest of ``<experiment>/<dataset>`` and its finished runs of the manifest's recipe:
+    ``{setting: {seed: {"metrics": ..., "dir": artifact folder}}}``."""
+    man = json.loads((folder / "manifest.json").read_text())
+    runs: dict[str, dict[int, dict]] = {}
+    for pf in sorted(folder.glob("*/provenance.json")):      # written last by collect(): the run is complete
+        m = pf.parent / "metrics.json"
+        prov = json.loads(pf.read_text())
+        ident = prov["identity"]
+        if not same_identity({k: ident.get(k) for k in ("recipe", "model", "data")},
+                              {k: man[k] for k in ("recipe", "model", "data")}):
+            continue                                 # another recipe: not this table's run
+        runs.setdefault(ident["setting"], {})[ident["seed"]] = {"metrics": json.loads(m.read_text()),
+                                                                "dir": m.parent}
+    return man, runs
+
+
+def paired_delta(a: dict[int, dict], b: dict[int, dict], seeds: list[int], where: str, read) -> tuple[dict, dict]:
+    """ΔF1 = b − a on test over ``seeds`` (runs as in :func:`finished_runs`): the paired tweet
+    bootstrap (every seed scored on each resample) and the t-interval over the per-seed deltas.
+    ``read`` maps a predictions file to (gold, predictions)."""
+    gold, pa, pb = None, [], []
+    for sd in seeds:
+        g_a, p_a = read(a[sd]["dir"] / "test_predictions.conll.gz")
+        g_b, p_b = read(b[sd]["dir"] / "test_predictions.conll.gz")
+        if g_a != g_b or (gold is not None and gold != g_a):
+            raise ValueError(f"{where} (seed {sd}) were scored on different test sets")
+        gold = g_a
+        pa.append(p_a)
+        pb.append(p_b)
+    boot = paired_bootstrap_seeds(gold, pa, pb, n=2000, seed=0)
+    over = seed_interval([b[sd]["metrics"]["test"]["F1"] - a[sd]["metrics"]["test"]["F1"] for sd in seeds])
+    return boot, over
+
+
+def _mirror(ci):
+    return None if ci is None else [-ci[1], -ci[0]]
+
+
+def delta_record(boot: dict, over: dict) -> dict:
+    """ΔF1 = b − a from :func:`paired_delta`'s two results: per seed, mean, both intervals and which
+    side, if either, is shown higher (both intervals on one side of zero)."""
+    return {"per_seed": over["per_seed"], "mean": over["mean"], "seed_ci95": over["ci95"],
+            "tweet_ci95": boot["ci95"], "b_beats_a": beats(boot, over),
+            "a_beats_b": beats({"ci95": _mirror(boot["ci95"])}, {"ci95": _mirror(over["ci95"])})}
+
+
+def _verdict(d: dict, a: str, b: str) -> str:
+    return f"`{b}` higher" if d["b_beats_a"] else f"`{a}` higher" if d["a_beats_b"] else "not shown"
+
+
+def compare_experiments(a: Path, b: Path) -> dict:
+    """Each (dataset, setting) finished in both experiments ``a`` and ``b`` (folders under
+    ``reports/experiments``), paired by seed: ΔF1 = b − a per seed, the t-interval over seeds and the
+    paired tweet bootstrap, and what differs between the two recipes (e.g. the precision)."""
+    rows = []
+    diff = {}
+    for fa in sorted(p for p in a.glob("*") if (p / "manifest.json").exists()):
+        fb = b / fa.name
+        if not (fb / "manifest.json").exists():
+            continue
+        man_a, runs_a = finished_runs(fa)
+        man_b, runs_b = finished_runs(fb)
+        if man_a["data"] != man_b["data"]:
+            raise ValueError(f"{fa} and {fb}: the dataset fields differ; the runs are not comparable")
+        diff = {k: (man_a["recipe"].get(k), man_b["recipe"].get(k))
+                for k in sorted(set(man_a["recipe"]) | set(man_b["recipe"]))
+                if man_a["recipe"].get(k) != man_b["recipe"].get(k)}
+        if man_a["model"] != man_b["model"]:
+            diff["model"] = (man_a["model"], man_b["model"])
+        for setting in [s for s in man_a["settings"] if s in runs_a and s in runs_b]:
+            seeds = sorted(set(runs_a[setting]) & set(runs_b[setting]))
+            if not seeds:
+                continue
+            fa_ = [runs_a[setting][sd]["metrics"]["test"]["F1"] for sd in seeds]
+            fb_ = [runs_b[setting][sd]["metrics"]["test"]["F1"] for sd in seeds]
+            boot, over = paired_delta(runs_a[setting], runs_b[setting], seeds, f"{fa.name} {setting}",
+                                      read_predictions)
+            rows.append({"dataset": fa.name, "setting": setting, "seeds": seeds, "f1_a": fa_, "f1_b": fb_,
+                         **delta_record(boot, over)})
+    return {"a": a.name, "b": b.name, "differs": diff, "rows": rows}
+
+
+def compare_markdown(c: dict) -> str:
+    """The comparison of :func:`compare_experiments` as markdown."""
+    what = "; ".join(f"`{k}`: {va!r} in `{c['a']}`, {vb!r} in `{c['b']}`" for k, (va, vb) in c["differs"].items())
+    lines = [f"# `{c['b']}` against `{c['a']}`", "",
+             f"Recipes differ in: {what or 'nothing'}. ΔF1 = `{c['b']}` − `{c['a']}` on test, paired by "
+             "seed; 95 % intervals over seeds (t) and over test tweets (paired bootstrap).", "",
+             f"| dataset | setting | seeds | F1 `{c['a']}` | F1 `{c['b']}` | ΔF1 per seed | mean ΔF1 | over seeds "
+             "| over tweets | differ? |", "|---|---|---|---|---|---|---:|---|---|---|"]
+    for r in c["rows"]:
+        verdict = _verdict(r, c["a"], c["b"])
+        lines.append(f"| {r['dataset']} | {r['setting']} | {','.join(map(str, r['seeds']))} | "
+                     f"{_fmt_mean_sd(r['f1_a'])} | {_fmt_mean_sd(r['f1_b'])} | "
+                     f"{', '.join(f'{x:+.2f}' for x in r['per_seed'])} | {r['mean']:+.2f} | "
+                     f"{_ci(r['seed_ci95'])} | {_ci(r['tweet_ci95'])} | {verdict} |")
+    if not c["rows"]:
+        lines.append("| — | no setting finished in both yet | | | | | | | | |")
+    return "\n".join(lines) + "\n"
+
+
+def dataset_table(folder: Path) -> dict:
+    """Table 2 of one dataset from its committed artifacts (``folder`` = ``<experiment>/<dataset>``)."""
+    man, runs = finished_runs(folder)
+    ref = man["reference"]
+    preds: dict[Path, tuple] = {}
+
+    def pred(d: Path):
+        if d not in preds:
+            preds[d] = read_predictions(d / "test_predictions.conll.gz")
+        return preds[d]
+
+    rows = []
+    for s in man["settings"]:
+        row = {"setting": s, "what": man["summaries"].get(s, ""), "identical_to": None, "seeds": []}
+        if s in man["identical"]:
+            row["identical_to"] = man["identical"][s]["as"]
+            row["why"] = man["identical"][s]["why"]
+            rows.append(row)
+            continue
+        got = runs.get(s, {})
+        seeds = sorted(got)
+        row["seeds"] = seeds
+        for c in ("Pre.", "Rec.", "F1"):
+            row[c] = [round(got[sd]["metrics"]["test"][c], 2) for sd in seeds]
+        probes = [got[sd]["metrics"].get("probe") or {} for sd in seeds]
+        row["gate_mean"] = _mean([p.get("gate_mean") for p in probes])
+        row["shuffle_delta_f1"] = _mean([p.get("shuffle_delta_f1") for p in probes])
+        shuffles = [p["shuffle_delta_f1"] for p in probes if p.get("shuffle_delta_f1") is not None]
+        if shuffles:                     # the caption-shuffle probe: its spread over seeds as well
+            row["shuffle"] = seed_interval(shuffles)
+        shared = sorted(set(seeds) & set(runs.get(ref, {})))
+        if s != ref and shared:
+            boot, over = paired_delta(runs[ref], got, shared, f"{folder}: {s} and {ref}",
+                                      lambda f: pred(f.parent))
+            row.update(delta_seeds=shared, delta={"per_seed": over["per_seed"], "mean": over["mean"],
+                                                  "seed_ci95": over["ci95"], "tweet_ci95": boot["ci95"],
+                                                  "p_not_better": boot["p_b_not_better"],
+                                                  "beats_reference": beats(boot, over)})
+        rows.append(row)
+    pairs = []
+    for a, b in man.get("comparisons", []):
+        shared = sorted(set(runs.get(a, {})) & set(runs.get(b, {})))
+        pair = {"a": a, "b": b, "seeds": shared}
+        if a != b and shared:
+            boot, over = paired_delta(runs[a], runs[b], shared, f"{folder}: {b} and {a}", lambda f: pred(f.parent))
+            pair.update(f1_a=[round(runs[a][sd]["metrics"]["test"]["F1"], 2) for sd in shared],
+                        f1_b=[round(runs[b][sd]["metrics"]["test"]["F1"], 2) for sd in shared],
+                        **delta_record(boot, over))
+        pairs.append(pair)
+    return {"dataset": man["dataset"], "reference": ref, "recipe": man["recipe"], "model": man["model"],
+            "facts": man["facts_text"], "params_file": man["params_file"], "rows": rows, "pairs": pairs}
+
+
+def _ci(ci) -> str:
+    return "undefined (1 seed)" if ci is None else f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
+
+
+def table_markdown(t: dict) -> str:
+    """One dataset's Table 2 as markdown."""
+    lines = [f"## {t['dataset']}", "",
+             f"Recipe: `{json.dumps(t['recipe'])}`" + (f", model `{json.dumps(t['model'])}`" if t["model"] else "")
+             + f" ({t['params_file']}). Dataset: {t['facts']}. ΔF1 = setting − `{t['reference']}` on the seeds "
+             "both ran; intervals at 95 %: over seeds (t) and over test tweets (paired bootstrap, every seed "
+             "scored on each resample). \"beats\" needs both above zero. Branch probe on test (full "
+             "models): gate = mean g of Eq. 4; shuffle ΔF1 = F1 with every tweet given another tweet's "
+             "visual input − F1 as trained, mean over seeds [t-interval over seeds].", "",
+             "| setting | seeds | P | R | F1 | ΔF1 per seed | mean ΔF1 | over seeds | over tweets | beats ref. "
+             "| gate | shuffle ΔF1 |", "|---|---|---:|---:|---:|---|---:|---|---|---|---:|---:|"]
+    for r in t["rows"]:
+        if r["identical_to"]:
+            lines.append(f"| {r['setting']} | {r['why']} | | | | | | | | | | |")
+            continue
+        if not r["seeds"]:
+            lines.append(f"| {r['setting']} | not run yet | | | | | | | | | | |")
+            continue
+        d = r.get("delta")
+        dcells = ["reference", "", "", "", ""] if r["setting"] == t["reference"] else ["—"] * 5
+        if d:
+            dcells = [", ".join(f"{x:+.2f}" for x in d["per_seed"]), f"{d['mean']:+.2f}", _ci(d["seed_ci95"]),
+                      _ci(d["tweet_ci95"]), "yes" if d["beats_reference"] else "no"]
+        gate = "—" if r["gate_mean"] is None else f"{r['gate_mean']:.3f}"
+        shuf = "—" if r["shuffle_delta_f1"] is None else f"{r['shuffle_delta_f1']:+.2f}"
+        if r.get("shuffle") and r["shuffle"]["ci95"] is not None:
+            shuf += f" {_ci(r['shuffle']['ci95'])}"
+        lines.append(f"| {r['setting']} | {','.join(map(str, r['seeds']))} | {_fmt_mean_sd(r['Pre.'])} | "
+                     f"{_fmt_mean_sd(r['Rec.'])} | {_fmt_mean_sd(r['F1'])} | " + " | ".join(dcells)
+                     + f" | {gate} | {shuf} |")
+    if t.get("pairs"):
+        lines += ["", "Pairs: ΔF1 = b − a on the seeds both ran, with the same two intervals; a side is "
+                  "\"higher\" only when both lie on that side of zero.", "",
+                  "| a | b | seeds | F1 a | F1 b | ΔF1 per seed | mean ΔF1 | over seeds | over tweets | verdict |",
+                  "|---|---|---|---:|---:|---|---:|---|---|---|"]
+        for q in t["pairs"]:
+            if "per_seed" not in q:
+                why = "the same setting on this dataset" if q["a"] == q["b"] else "no seed run by both yet"
+                lines.append(f"| {q['a']} | {q['b']} | {why} | | | | | | | |")
+                continue
+            lines.append(f"| {q['a']} | {q['b']} | {','.join(map(str, q['seeds']))} | {_fmt_mean_sd(q['f1_a'])} | "
+                         f"{_fmt_mean_sd(q['f1_b'])} | {', '.join(f'{x:+.2f}' for x in q['per_seed'])} | "
+                         f"{q['mean']:+.2f} | {_ci(q['seed_ci95'])} | {_ci(q['tweet_ci95'])} | "
+                         f"{_verdict(q, q['a'], q['b'])} |")
+    lines += ["", "Settings: " + "; ".join(f"`{r['setting']}`: {r['what']}" for r in t["rows"] if r["what"])]
+    return "\n".join(lines)
+
+
+def write_tables(exp_dir: Path) -> dict:
+    """``table2.md`` and ``table2.json`` of an experiment from every dataset folder in it."""
+    tables = [dataset_table(d) for d in sorted(exp_dir.glob("*")) if (d / "manifest.json").exists()]
+    out = {"experiment": exp_dir.name, "tables": tables}
+    if tables:
+        atomic_write_json(exp_dir / "table2.json", out)
+        md = [f"# Experiment `{exp_dir.name}`: test set (seqeval micro P/R/F1, epoch selected on valid F1), "
+              "mean ± sample std over seeds", ""]
+        md += [table_markdown(t) + "\n" for t in tables]
+        atomic_write_text(exp_dir / "table2.md", "\n".join(md))
+    return out
+
+
+def _plot_caption(rows: list[dict]) -> str:
+    """What the bars and error bars of ``plot_delta_f1`` show, honest about settings with one seed."""
+    with_ci = sum(1 for r in rows if r["delta"]["seed_ci95"])
+    if with_ci == 0:
+        return "one seed shared with the reference per setting: bars = ΔF1, no interval over seeds"
+    note = "" if with_ci == len(rows) else f" ({len(rows) - with_ci} with one seed shared: no interval)"
+    return f"mean over seeds, 95 % t-interval over seeds{note}, dots = seeds"
+
+
+def plot_delta_f1(tables: list[dict]):
+    """ΔF1 against the reference per setting and dataset: bars = mean over seeds, error bars = the
+    t-interval over seeds (none with one seed), dots = the seeds. Returns the figure."""
+    fig = Figure(figsize=(max(5.0, 1.2 * max((len(t["rows"]) for t in tables), default=1)), 3.2 * max(len(tables), 1)))
+    axes = fig.subplots(max(len(tables), 1), 1, squeeze=False)[:, 0]
+    for ax, t in zip(axes, tables):
+        rows = [r for r in t["rows"] if r.get("delta")]
+        xs = list(range(len(rows)))
+        means = [r["delta"]["mean"] for r in rows]
+        lo = [m - r["delta"]["seed_ci95"][0] if r["delta"]["seed_ci95"] else 0 for m, r in zip(means, rows)]
+        hi = [r["delta"]["seed_ci95"][1] - m if r["delta"]["seed_ci95"] else 0 for m, r in zip(means, rows)]
+        ax.bar(xs, means, yerr=[lo, hi], capsize=4, color=["tab:green" if m > 0 else "tab:red" for m in means],
+               alpha=0.6)
+        for x, r in zip(xs, rows):
+            ax.plot([x] * len(r["delta"]["per_seed"]), r["delta"]["per_seed"], "k.", ms=5)
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xticks(xs, [r["setting"] for r in rows], rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel(f"ΔF1 vs {t['reference']}")
+        ax.set_title(f"{t['dataset']}: {_plot_caption(rows)}", fontsize=9)
+    fig.tight_layout()
+    return fig
