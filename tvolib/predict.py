@@ -128,10 +128,11 @@ class Predictor:
                     side[key] = {k: recs[k] for k in mine if k in recs}
         return side
 
-    def knowledge(self, tweets: list[Tweet], res, knowledge_file) -> tuple:
-        """(resources, the tweet-file texts by tweet id or None) of this call."""
+    def tweet_texts(self, tweets: list[Tweet], res, knowledge_file) -> dict[str, str] | None:
+        """The per-tweet knowledge texts of these tweets by id (None: the model reads no such texts),
+        from ``knowledge_file`` or the file the checkpoint was trained with."""
         if res.knowledge != "tweet_files":
-            return res, None
+            return None
         f = Path(knowledge_file) if knowledge_file else res.knowledge_file
         aux = TweetFileSource(f).aux if f is not None else {}
         found = {t.id: aux[t.id] for t in tweets if t.id in aux}
@@ -139,7 +140,7 @@ class Predictor:
             self.note(f"this checkpoint was trained with per-tweet knowledge files (knowledge_source="
                       f"'tweet_files'); {len(found)} of {len(tweets)} input tweets have knowledge"
                       + ("" if f is not None else " (no knowledge file: pass knowledge_file)"))
-        return res, found
+        return found
 
     # -- prediction ----------------------------------------------------------------------------
 
@@ -179,7 +180,7 @@ class Predictor:
                                     kb=self.kb)
         for n in notes:
             self.note(n)
-        res, aux = self.knowledge(tweets, res, knowledge_file)
+        aux = self.tweet_texts(tweets, res, knowledge_file)
         side = self.side_inputs(tweets, captions)
         side["aux"] = aux or {}
         parts = self.split_long(tweets)

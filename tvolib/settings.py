@@ -45,6 +45,7 @@ from pathlib import Path
 
 from .cache import atomic_write_json, atomic_write_text
 from .config import DataConfig, ModelConfig, TrainConfig
+from .io import DataFormatError, iter_jsonl, read_jsonl
 from .resources import file_sha256, knowledge_file
 from .vfo.pipeline import CAPTION_PHRASES
 
@@ -139,15 +140,10 @@ def untyped_knowledge_file(src: str | Path, out_dir: str | Path) -> Path:
     if out.exists() and side.exists() and json.loads(side.read_text()).get("sha256") == sha:
         return out
     lines = []
-    for i, line in enumerate(src.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-            rec["aux"] = strip_type_labels(rec["aux"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{src}:{i}: expected a JSON object with a string 'aux' ({type(e).__name__}: {e})") from None
-        lines.append(json.dumps(rec, ensure_ascii=False))
+    for i, rec in iter_jsonl(src):
+        if not isinstance(rec.get("aux"), str):
+            raise DataFormatError(src, i, "expected a JSON object with a string 'aux'")
+        lines.append(json.dumps({**rec, "aux": strip_type_labels(rec["aux"])}, ensure_ascii=False))
     atomic_write_text(out, "\n".join(lines) + "\n")
     atomic_write_json(side, {"source": str(src), "sha256": sha, "transform": "strip_type_labels"})
     return out
@@ -155,11 +151,10 @@ def untyped_knowledge_file(src: str | Path, out_dir: str | Path) -> Path:
 
 def knowledge_has_type_labels(path: str | Path) -> bool:
     """Does :func:`strip_type_labels` change any text of this knowledge file?"""
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            aux = json.loads(line).get("aux") or ""
-            if strip_type_labels(aux) != aux:
-                return True
+    for rec in read_jsonl(path):
+        aux = rec.get("aux") or ""
+        if strip_type_labels(aux) != aux:
+            return True
     return False
 
 
