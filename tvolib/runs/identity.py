@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..config import DataConfig, ModelConfig, TrainConfig, from_dict, to_dict, upgrade_train_dict
+from ..config import DataConfig, ModelConfig, TrainConfig, config_diff, from_dict, to_dict, upgrade_train_dict
 from ..settings import configs
 from .artifacts import collect, reuse
 from .plan import ARTIFACTS, Run
@@ -30,22 +30,10 @@ def same_identity(a: dict, b: dict) -> bool:
     return json.loads(json.dumps(a, sort_keys=True)) == json.loads(json.dumps(b, sort_keys=True))
 
 
-def config_diff(saved: dict, now: dict, free: dict) -> list[str]:
-    """``part.field`` for every field in which the configs ``saved`` and ``now`` differ, part by part
-    in the order of ``now`` (e.g. ``{"data": {...}, "model": {...}, "train": {...}}``, each a
-    ``to_dict`` of a config), fields sorted, leaving out the fields ``free[part]`` names."""
-    diffs = []
-    for part, cur in now.items():
-        old = saved.get(part) or {}
-        diffs += [f"{part}.{k}" for k in sorted(set(old) | set(cur))
-                  if k not in free.get(part, ()) and old.get(k) != cur.get(k)]
-    return diffs
-
-
 def config_differences(run: Run, saved: dict | None) -> list[str]:
-    """The fields in which a finished run's saved configs (``config.json``, read as today's: an
-    older run gets the defaults of its time, e.g. torch's AdamW) differ from the configs ``run``
-    would train with now."""
+    """The fields (``part.field``) in which a finished run's saved configs (``config.json``, read as
+    today's: an older run gets the defaults of its time, e.g. torch's AdamW) differ from the configs
+    ``run`` would train with now (``tvolib.config.config_diff``, as checkpoint resumption uses)."""
     if not saved or not all(k in saved for k in ("data", "model", "train")):
         return ["configs: not recorded"]
     pr = run.params
@@ -58,7 +46,8 @@ def config_differences(run: Run, saved: dict | None) -> list[str]:
             old[part] = to_dict(from_dict(cls, d))
         except (TypeError, ValueError) as e:
             return [f"{part}: {e}"]
-    return config_diff(old, {"data": to_dict(data), "model": to_dict(model), "train": to_dict(train)}, REUSE_FREE)
+    now = {"data": to_dict(data), "model": to_dict(model), "train": to_dict(train)}
+    return [d.split(":", 1)[0] for d in config_diff(old, now, REUSE_FREE)]
 
 
 def _refuse_other(run: Run, folder: Path, old: dict) -> bool:
