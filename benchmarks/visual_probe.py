@@ -82,7 +82,7 @@ def _ms(xs):
 
 
 def render(records: list[dict]) -> str:
-    from tvolib.evaluate import seed_interval
+    from tvolib.stats import seed_interval
     lines = ["| setting | seeds | F1 ambiguous | F1 rest | ΔF1 ambiguous, images shuffled | ΔF1 rest, shuffled | "
              "ΔF1 ambiguous, g = 1 (no C) | g ambiguous | g text | g unrelated | g no image | "
              "attention to V: ambiguous / unrelated | ω (t, glob, obj) ambiguous |",

@@ -37,8 +37,7 @@ from transformers import AutoConfig, PreTrainedModel
 from .assemble import build_model
 from .cache import atomic_write_json
 from .config import DataConfig, ModelConfig, TrainConfig, config_diff, from_dict, to_dict, upgrade_train_dict
-from .data import LABELS
-from .resources import file_sha256
+from .data import LABELS, file_sha256
 
 FORMAT = "tvomner-checkpoint/1"
 # meta entries that only make sense on the machine that trained (paths, live objects)

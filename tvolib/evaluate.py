@@ -11,6 +11,14 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from .data import ENTITY_TYPES, Tweet
+from seqeval.metrics import classification_report
+from seqeval.metrics.sequence_labeling import get_entities
+from .cache import atomic_write_text
+import torch
+from .data import LABELS
+from .device import autocast, to_device
+from .data import entity_spans
+import gzip
 
 TABLE1_COLUMNS = ("PER", "LOC", "ORG", "MISC", "Pre.", "Rec.", "F1")
 
@@ -45,8 +53,6 @@ def _check(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> None
 
 def score(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> Scores:
     """Micro P/R/F1 and per-type P/R/F1 over entity spans (exact span and type)."""
-    from seqeval.metrics import classification_report
-    from seqeval.metrics.sequence_labeling import get_entities
     _check(gold, pred)
     gold, pred = [list(g) for g in gold], [list(p) for p in pred]
     g_ents = {(i,) + e for i, s in enumerate(gold) for e in get_entities(s)}
@@ -98,7 +104,6 @@ def table2_markdown(rows: dict[str, dict[str, Scores | dict]]) -> str:
 
 def write_predictions(path: str | Path, tweets: Iterable[Tweet], pred: Sequence[Sequence[str]]) -> None:
     """CoNLL file of ``token<TAB>gold<TAB>predicted``, one tweet per block with its IMGID line."""
-    from .cache import atomic_write_text
     tweets = list(tweets)
     _check([t.labels for t in tweets], pred)
     blocks = []
@@ -113,7 +118,6 @@ def read_predictions(path: str | Path) -> tuple[list[list[str]], list[list[str]]
     ``.gz``): (gold, predicted) label sequences."""
     path = Path(path)
     if path.suffix == ".gz":
-        import gzip
         text = gzip.decompress(path.read_bytes()).decode("utf-8")
     else:
         text = path.read_text(encoding="utf-8")
@@ -137,9 +141,6 @@ def read_predictions(path: str | Path) -> tuple[list[list[str]], list[list[str]]
 def predict_examples(model, examples: list[dict], collate, batch_size: int = 64, device="cpu",
                      precision: str = "fp32", labels=None) -> list[list[str]]:
     """Viterbi label strings for every example (one per word), in ``precision`` ("fp32" | "bf16")."""
-    import torch
-    from .data import LABELS
-    from .device import autocast, to_device
     labels = LABELS if labels is None else labels
     model.eval()
     device = torch.device(device)
@@ -161,7 +162,6 @@ def predict_examples(model, examples: list[dict], collate, batch_size: int = 64,
 def evaluate(model, examples: list[dict], collate, batch_size: int = 64, device="cpu",
              precision: str = "fp32") -> tuple[Scores, list[list[str]]]:
     """Span scores of ``model`` on labelled examples, and its predictions."""
-    from .data import LABELS
     pred = predict_examples(model, examples, collate, batch_size, device, precision)
     gold = [[LABELS[j] for j in e["labels"]] for e in examples]
     return score(gold, pred), pred
@@ -171,7 +171,6 @@ def type_confusion(gold: list[list[str]], pred: list[list[str]]) -> tuple[list[s
     """Entity-type confusion over spans: rows = gold type (+ "none" for spurious predictions),
     columns = predicted type at the same span (+ "none" when the gold span was not predicted with
     exactly these boundaries). Returns (names, matrix)."""
-    from .data import entity_spans
     names = list(ENTITY_TYPES) + ["none"]
     pos = {n: i for i, n in enumerate(names)}
     m = [[0] * len(names) for _ in names]

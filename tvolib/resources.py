@@ -25,13 +25,13 @@ the stage settings, each file by path and sha256, endpoints without keys.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Mapping
 
 from .config import DataConfig, ModelConfig
+from .data import file_sha256
 from .sample import SAMPLE_DIR
 from .tfo.knowledge import WikipediaConfig
 from .tfo.relevance import RelevanceConfig
@@ -48,14 +48,6 @@ KNOWLEDGE_SOURCES = ("local", "wikipedia", "tweet_files")
 def data_root(env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
     return Path(env.get("TVOMNER_DATA") or REPO / "data")
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def is_sample(data_cfg: DataConfig) -> bool:

@@ -46,7 +46,8 @@ from pathlib import Path
 from .cache import atomic_write_json, atomic_write_text
 from .config import DataConfig, ModelConfig, TrainConfig
 from .io import DataFormatError, iter_jsonl, read_jsonl
-from .resources import file_sha256, knowledge_file
+from .data import file_sha256
+from .resources import knowledge_file
 from .vfo.pipeline import CAPTION_PHRASES
 
 # ModelConfig fields that settings decide: a params file may not override them (the run would
