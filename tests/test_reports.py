@@ -262,3 +262,27 @@ def test_git_state_ignores_the_reports_folder_but_not_the_code(tmp_path, monkeyp
     (repo / "tvolib" / "m.py").write_text("x = 2\n")          # code that is not the commit's
     state = notebook.git_commit()
     assert state["dirty"] is True and state["dirty_files"] == ["tvolib/m.py"]
+
+
+def test_a_run_from_a_changed_working_tree_records_the_patch_and_the_machine(tmp_path, monkeypatch):
+    """Provenance of a dirty tree carries the diff against its commit and the new files, so the
+    code that ran can be rebuilt; every record names the processor and torch's CPU kernels."""
+    import subprocess
+    import tvolib.runs.notebook as N
+    repo = tmp_path / "r"
+    repo.mkdir()
+    git = lambda *a: subprocess.run(["git", "-C", str(repo), *a], check=True, capture_output=True)
+    git("init", "-q")
+    (repo / "m.py").write_text("x = 1\n")
+    git("add", "m.py")
+    git("-c", "user.email=a@b", "-c", "user.name=a", "commit", "-qm", "one")
+    monkeypatch.setattr(N, "REPO", repo)
+    clean = N.git_commit()
+    assert clean["dirty"] is False and "diff" not in clean
+    (repo / "m.py").write_text("x = 2\n")
+    (repo / "new.py").write_text("y = 3\n")
+    dirty = N.git_commit()
+    assert dirty["dirty"] is True and "-x = 1" in dirty["diff"] and "+x = 2" in dirty["diff"]
+    assert dirty["untracked"] == ["new.py"]
+    m = N.machine()
+    assert m["cpu_capability"] and m["cores"] >= 1

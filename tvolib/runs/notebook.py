@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import nbformat
 import papermill as pm
+import torch
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from nbconvert import HTMLExporter
 from papermill.exceptions import PapermillExecutionError
@@ -51,7 +53,26 @@ def git_commit() -> dict:
     # "dirty": tracked files other than the reports themselves differ from the commit. Executed
     # notebooks written into reports/ by this very run must not mark the runs after them dirty.
     files = run("diff", "--name-only", "HEAD", "--", ".", ":(exclude)reports").splitlines()
-    return {"commit": run("rev-parse", "HEAD") or None, "dirty": bool(files), "dirty_files": files[:20]}
+    untracked = run("ls-files", "--others", "--exclude-standard", "--", ".", ":(exclude)reports").splitlines()
+    out = {"commit": run("rev-parse", "HEAD") or None, "dirty": bool(files or untracked), "dirty_files": files[:20]}
+    if files or untracked:
+        # the code that ran is the commit plus this patch (and these new files): kept so the run stays reproducible
+        out["diff"] = run("diff", "HEAD", "--", ".", ":(exclude)reports")
+        out["untracked"] = untracked[:50]
+    return out
+
+
+def machine() -> dict:
+    """The processor and the CPU kernels torch picks on it: another machine sums in another order,
+    so bitwise reproduction of a run needs the same kind of processor."""
+    model = ""
+    try:
+        model = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                      if l.startswith("model name")), "")
+    except OSError:
+        pass
+    return {"cpu": model or platform.processor(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cores": os.cpu_count()}
 
 
 def package_versions() -> dict:
@@ -206,7 +227,7 @@ def run_notebook(nb: Path, out_dir: Path, params: dict, cwd: Path, kernel: str |
         "seed": effective.get("seed"),
         "git": git_commit(), "packages": package_versions(),
         "data_checksums": data_checksums(effective, cwd),
-        "platform": platform.platform(), "command": redact_command(sys.argv),
+        "platform": platform.platform(), "machine": machine(), "command": redact_command(sys.argv),
     }
     if executed.exists() and html:
         try:
