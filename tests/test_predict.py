@@ -78,6 +78,28 @@ def test_cli_predict_json_and_conll(trained, tmp_path):
     assert [t.labels for t in tw] == [r["labels"] for r in res]
 
 
+def test_cli_predict_reads_jsonl_tab_and_label_less_conll(trained, tmp_path, capsys):
+    """JSONL is read as JSONL (auto-detected), a tab that would drop words is an error naming the
+    line, label-less CoNLL is accepted; the output JSON is strict."""
+    ckpt, _, _, _ = trained
+    from tvolib.cli import main
+    j = tmp_path / "tweets.jsonl"
+    j.write_text(json.dumps({"id": "a1", "text": "Obama in Paris"}) + "\n"
+                 + json.dumps({"id": "a2", "tokens": ["hello", "world"]}) + "\n", encoding="utf-8")
+    assert main(["predict", "--checkpoint", str(ckpt), "--input", str(j), "--output", str(tmp_path / "j.json")]) == 0
+    res = json.loads((tmp_path / "j.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON {c}"))
+    assert [r["id"] for r in res] == ["a1", "a2"] and res[0]["tokens"] == ["Obama", "in", "Paris"]
+    t = tmp_path / "tab.txt"
+    t.write_text("I love\tNew York\n", encoding="utf-8")
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", str(ckpt), "--input", str(t)]) == 1
+    assert f"{t}:1" in capsys.readouterr().err
+    c = tmp_path / "nolabels.conll"
+    c.write_text("IMGID:7\nObama\nspeaks\n", encoding="utf-8")
+    assert main(["predict", "--checkpoint", str(ckpt), "--input", str(c), "--output", str(tmp_path / "c.json")]) == 0
+    assert json.loads((tmp_path / "c.json").read_text())[0]["tokens"] == ["Obama", "speaks"]
+
+
 def test_bad_checkpoint_is_a_clear_error(tmp_path):
     from tvolib.checkpoint import load_checkpoint
     with pytest.raises(FileNotFoundError, match="not a tvomner checkpoint"):
