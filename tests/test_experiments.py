@@ -496,3 +496,23 @@ def test_beats_needs_the_interval_over_seeds_of_test_f1_not_the_tweet_bootstrap_
                        {"ref": {1: 80.0, 2: 81.0, 3: 82.0}, "new": {1: 83.0, 2: 84.5, 3: 86.0}})
     d2 = {r["setting"]: r for r in dataset_table(folder2)["rows"]}["new"]["delta"]
     assert d2["seed_ci95"][0] > 0 and d2["tweet_ci95"][0] > 0 and d2["beats_reference"] is True
+
+
+def test_a_finished_run_that_read_other_knowledge_is_not_reused(tmp_path):
+    """Reuse compares the knowledge a finished run read, by content, beside its configs: a run made
+    with another per-tweet knowledge file is another run."""
+    from tvolib.config import to_dict
+    from tvolib.resources import resolve
+    from tvolib.runs.identity import config_differences
+    from tvolib.settings import configs
+    pf = write_params(tmp_path / "b.yaml", ["tvomner+pgim"], seeds=(1,), name="b")
+    run = plan(pf, str(tmp_path / "runs"), tmp_path / "reports").runs[0]
+    pr = run.params
+    cfgs = configs(pr["dataset"], pr["data"], pr["setting"], pr["seed"], pr["recipe"], pr["model"],
+                   output_dir=pr["output_dir"], cache_dir=pr["cache_dir"])
+    saved = dict(zip(("data", "model", "train"), map(to_dict, cfgs)))
+    saved["resources"] = resolve(cfgs[0], cfgs[1]).describe()
+    assert config_differences(run, saved) == []
+    path = next(iter(saved["resources"]["knowledge"]["knowledge_file"]))
+    saved["resources"]["knowledge"]["knowledge_file"] = {path: "0" * 64}
+    assert config_differences(run, saved) == ["resources.knowledge.knowledge_file"]

@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 from ..config import DataConfig, ModelConfig, TrainConfig, config_diff, from_dict, to_dict, upgrade_train_dict
+from ..resources import resolve
 from ..settings import configs
 from .artifacts import collect, reuse
 from .plan import ARTIFACTS, Run
@@ -47,7 +48,15 @@ def config_differences(run: Run, saved: dict | None) -> list[str]:
         except (TypeError, ValueError) as e:
             return [f"{part}: {e}"]
     now = {"data": to_dict(data), "model": to_dict(model), "train": to_dict(train)}
-    return [d.split(":", 1)[0] for d in config_diff(old, now, REUSE_FREE)]
+    diffs = [d.split(":", 1)[0] for d in config_diff(old, now, REUSE_FREE)]
+    recorded = ((saved.get("resources") or {}).get("knowledge") or {})
+    if not diffs and ("kb_inputs" in recorded or "knowledge_file" in recorded):
+        # the knowledge a finished run read, by content: another base or file is another run
+        current = resolve(data, model).describe()["knowledge"]
+        for key in ("kb_inputs", "knowledge_file"):
+            if key in recorded and sorted(recorded[key].values()) != sorted((current.get(key) or {}).values()):
+                diffs.append(f"resources.knowledge.{key}")
+    return diffs
 
 
 def _refuse_other(run: Run, folder: Path, old: dict) -> bool:
