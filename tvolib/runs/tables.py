@@ -156,7 +156,7 @@ def dataset_table(folder: Path) -> dict:
         seeds = sorted(got)
         row["seeds"] = seeds
         for c in ("Pre.", "Rec.", "F1"):
-            row[c] = [round(got[sd]["metrics"]["test"][c], 2) for sd in seeds]
+            row[c] = [round(got[sd]["metrics"]["test"][c], 6) for sd in seeds]   # rounded when printed
         probes = [got[sd]["metrics"].get("probe") or {} for sd in seeds]
         row["gate_mean"] = _mean([p.get("gate_mean") for p in probes])
         row["shuffle_delta_f1"] = _mean([p.get("shuffle_delta_f1") for p in probes])
