@@ -81,9 +81,9 @@ def paired_bootstrap_seeds(gold: Sequence[Sequence[str]], runs_a: Sequence[Seque
         idx = rng.integers(0, m, m)
         diffs[i] = (_f1(cb[:, idx].sum(1)) - _f1(ca[:, idx].sum(1))).mean()
     lo, hi = np.percentile(diffs, [2.5, 97.5])
-    return {"delta_f1": round(obs, 3), "ci95": [round(float(lo), 3), round(float(hi), 3)],
+    return {"delta_f1": round(obs, 6), "ci95": [round(float(lo), 6), round(float(hi), 6)],
             "p_b_not_better": round(float((diffs <= 0).mean()), 4), "n_resamples": n, "n_tweets": m,
-            "per_seed": [round(float(d), 3) for d in per_seed]}
+            "per_seed": [round(float(d), 6) for d in per_seed]}
 
 
 def seed_interval(deltas: Sequence[float]) -> dict:
@@ -95,12 +95,12 @@ def seed_interval(deltas: Sequence[float]) -> dict:
     if not xs:
         raise ValueError("no per-seed differences")
     mean = statistics.fmean(xs)
-    out = {"n_seeds": len(xs), "mean": round(mean, 3), "per_seed": [round(x, 3) for x in xs]}
+    out = {"n_seeds": len(xs), "mean": round(mean, 6), "per_seed": [round(x, 6) for x in xs]}
     if len(xs) < 2:
         return {**out, "sd": None, "ci95": None, "note": "one seed: no interval over seeds"}
     sd = statistics.stdev(xs)
     half = float(student_t.ppf(0.975, len(xs) - 1)) * sd / len(xs) ** 0.5
-    return {**out, "sd": round(sd, 3), "ci95": [round(mean - half, 3), round(mean + half, 3)], "note": ""}
+    return {**out, "sd": round(sd, 6), "ci95": [round(mean - half, 6), round(mean + half, 6)], "note": ""}
 
 
 def beats(tweet_bootstrap: dict | None, over_seeds: dict | None) -> bool:

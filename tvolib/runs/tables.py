@@ -178,8 +178,8 @@ def dataset_table(folder: Path) -> dict:
         pair = {"a": a, "b": b, "seeds": shared}
         if a != b and shared:
             boot, over = paired_delta(runs[a], runs[b], shared, f"{folder}: {b} and {a}", lambda f: pred(f.parent))
-            pair.update(f1_a=[round(runs[a][sd]["metrics"]["test"]["F1"], 2) for sd in shared],
-                        f1_b=[round(runs[b][sd]["metrics"]["test"]["F1"], 2) for sd in shared],
+            pair.update(f1_a=[round(runs[a][sd]["metrics"]["test"]["F1"], 6) for sd in shared],
+                        f1_b=[round(runs[b][sd]["metrics"]["test"]["F1"], 6) for sd in shared],
                         **delta_record(boot, over))
         pairs.append(pair)
     return {"dataset": man["dataset"], "reference": ref, "recipe": man["recipe"], "model": man["model"],
