@@ -1,0 +1,43 @@
+"""README and docs/ stay an accurate entry point: every relative link resolves (headings too), and the
+README's layout table names every module and package of tvolib, and nothing that is not there."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "reports" / "experiments" / "README.md"]
+
+
+def slug(heading: str) -> str:
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_relative_link_of_the_readme_and_docs_resolves():
+    broken = []
+    for page in PAGES:
+        text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
+        for link in re.findall(r"\[[^\]]*\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+://|mailto:", link):
+                continue
+            path, _, anchor = link.partition("#")
+            target = (page.parent / path).resolve() if path else page
+            if not target.exists():
+                broken.append(f"{page.relative_to(REPO)}: {link}")
+            elif anchor and target.suffix == ".md":
+                heads = {slug(h) for h in re.findall(r"^#+ (.*)$", target.read_text(encoding="utf-8"), flags=re.M)}
+                if anchor not in heads:
+                    broken.append(f"{page.relative_to(REPO)}: #{anchor}")
+    assert not broken, broken
+
+
+def test_the_readme_layout_table_matches_the_tree():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 150
+    table = readme[readme.index("| path | what |"):readme.index("Data flows one way")]
+    named = set(re.findall(r"`(tvolib/[\w/]+(?:\.py)?)`", table))
+    pkg = REPO / "tvolib"
+    tree = {f"tvolib/{p.name}" for p in pkg.glob("*.py") if p.name != "__init__.py"}
+    tree |= {f"tvolib/{p.name}/" for p in pkg.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert tree <= named, sorted(tree - named)
+    assert all((REPO / n).exists() for n in named), sorted(n for n in named if not (REPO / n).exists())
