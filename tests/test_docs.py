@@ -41,3 +41,14 @@ def test_the_readme_layout_table_matches_the_tree():
     tree |= {f"tvolib/{p.name}/" for p in pkg.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
     assert tree <= named, sorted(tree - named)
     assert all((REPO / n).exists() for n in named), sorted(n for n in named if not (REPO / n).exists())
+
+
+def test_the_package_has_no_import_cycle_at_most_8_levels_and_no_imports_in_functions():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("import_graph", REPO / "benchmarks" / "import_graph.py")
+    ig = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ig)
+    g = ig.graph()
+    assert g["cycles"] == [] and g["levels"] <= 8, (g["cycles"], g["levels"])
+    assert g["imports_in_functions"] == []
+    assert all(n <= 420 for _, n in g["over_400_lines"]), g["over_400_lines"]
