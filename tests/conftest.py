@@ -7,12 +7,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = Path(os.environ.get("TVOMNER_SHARED_DATA", REPO.parent / "shared" / "data"))
+# the real benchmarks: the data root of tvolib.resources (TVOMNER_DATA, default data/, which `make data` links)
+SHARED_DATA = Path(os.environ.get("TVOMNER_DATA") or REPO / "data")
 
 
 @pytest.fixture
 def shared_data():
     """The real benchmark files, or a skip that says why."""
     if not (SHARED_DATA / "twitter2015" / "train.txt").exists():
-        pytest.skip(f"real data not found at {SHARED_DATA} (set TVOMNER_SHARED_DATA to run this test)")
+        pytest.skip(f"real data not found at {SHARED_DATA} (run `make data` or set TVOMNER_DATA to run this test)")
     return SHARED_DATA
