@@ -176,6 +176,8 @@ def test_conll_labelled_and_label_less(tmp_path):
         read_tweets(write(tmp_path, "IMGID:a b\nObama\n", "d.conll"))
     with pytest.raises(DataFormatError, match=r"e\.conll:1: token line before any 'IMGID:' line"):
         read_tweets(write(tmp_path, "Obama\tB-PER\n", "e.conll"), "conll")
+    with pytest.raises(DataFormatError, match=r"f\.conll:1: IMGID '\.\./outside/x' is not a plain file name"):
+        read_tweets(write(tmp_path, "IMGID:../outside/x\nObama\tB-PER\n", "f.conll"))
 
 
 def test_training_files_still_need_labels(tmp_path):

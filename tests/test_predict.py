@@ -344,26 +344,9 @@ def test_tweet_files_checkpoint_without_knowledge_says_so_with_the_coverage(text
 
 
 def test_bad_inputs_name_file_and_line(tmp_path, trained):
-    from tvolib.data import DataFormatError
-    from tvolib.io import read_tweets
-    f = tmp_path / "noimgid.conll"
-    f.write_text("Obama\tB-PER\nspeaks\tO\n", encoding="utf-8")
-    with pytest.raises(DataFormatError, match=rf"{f.name}:1: looks like CoNLL"):
-        read_tweets(f)
-    with pytest.raises(DataFormatError, match=rf"{f.name}:1: token line before any 'IMGID:' line"):
-        read_tweets(f, "conll")
-    f = tmp_path / "escape.conll"
-    f.write_text("IMGID:../outside/x\nObama\tB-PER\n", encoding="utf-8")
-    with pytest.raises(DataFormatError, match=rf"{f.name}:1: IMGID '../outside/x' is not a plain file name"):
-        read_tweets(f)
-    f = tmp_path / "escape.txt"
-    f.write_text("ok\tfine tweet\n/etc/passwd\tObama speaks\n", encoding="utf-8")
-    with pytest.raises(DataFormatError, match=rf"{f.name}:2: IMGID '/etc/passwd'"):
-        read_tweets(f)
+    """The readers' cases are in tests/test_io.py; here the command line and damaged checkpoints."""
     f = tmp_path / "latin1.txt"
     f.write_bytes("Caf\xe9 in M\xfcnchen\n".encode("latin-1"))
-    with pytest.raises(DataFormatError, match=rf"{f.name}:1: not UTF-8"):
-        read_tweets(f)
     from tvolib.cli import main
     assert main(["predict", "--checkpoint", str(tmp_path), "--input", str(f)]) == 1
     # damaged checkpoints name the file
