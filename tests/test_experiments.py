@@ -148,10 +148,12 @@ def test_bad_parameters_files_are_refused_before_anything_runs(tmp_path, extra, 
     if extra.startswith("recipe"):
         text = text.replace("recipe: {epochs: 2, batch_size: 8}\n", "")
     (tmp_path / "p.yaml").write_text(text + extra)
-    r = cli(tmp_path, tmp_path / "p.yaml")
-    assert r.returncode != 0
-    assert __import__("re").search(message, r.stderr), r.stderr
-    assert "sk-1" not in r.log and not (tmp_path / "runs").exists()
+    from tvolib.runs.cli import main           # in-process: the message is what `python -m tvolib.runs` prints
+    with pytest.raises(SystemExit) as e:
+        main(["--params", str(tmp_path / "p.yaml"), "--runs_dir", str(tmp_path / "runs"),
+              "--reports", str(tmp_path / "reports")])
+    assert __import__("re").search(message, str(e.value)), str(e.value)
+    assert "sk-1" not in str(e.value) and not (tmp_path / "runs").exists()
 
 
 def test_unknown_setting_and_missing_file(tmp_path):
