@@ -1,16 +1,19 @@
 # The two commands of the README:   make reports   (run every notebook on the sample into reports/)
 #                                    make test      (the test suite)
 # Both create the virtual environment .venv on first use. Pass extra arguments with ARGS="...".
+# make demo: the case-study demo as a web page (Voilà serves notebooks/demo.ipynb on http://localhost:8866).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.tvomner-installed
+# notebooks (make reports) and test workers (make test) at a time: one per CPU core, at most 2
+JOBS   ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -ge 2 ] && echo 2 || echo 1)
 
 # The data root (TVOMNER_DATA, default data/ here, git-ignored): `make data` links it to the benchmark
 # files beside this checkout when they exist (DATA=/path/to/data for another folder).
 DATA   ?= ../shared/data
 
-.PHONY: install reports test browser-check kernel sample clean-cache data
+.PHONY: install reports test browser-check demo kernel sample clean-cache data
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -21,14 +24,18 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 reports: $(STAMP)
-	$(BIN)/python -m tvolib.reports $(ARGS)
+	$(BIN)/python -m tvolib.reports --jobs $(JOBS) $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile $(ARGS)
 
-# notebook 06 in JupyterLab and its HTML copy, in headless Chromium (installs chromium and playwright)
+# notebook 06 in JupyterLab, its HTML copy and the Voilà demo page, in headless Chromium (installs chromium and playwright)
 browser-check: $(STAMP)
 	bash tests/browser/run.sh $(ARGS)
+
+# the case-study demo page: open any checkpoint folder in it (?checkpoint=FOLDER in the address opens one first)
+demo: $(STAMP)
+	$(BIN)/voila notebooks/demo.ipynb --port=8866 --no-browser $(ARGS)
 
 data:
 	@if [ -e data ]; then echo "data/ exists: $$(readlink -f data)"; \

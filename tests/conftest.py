@@ -5,6 +5,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# no test run is logged to the repository's MLflow store (or MLFLOW_TRACKING_URI); tests/test_tracking.py
+# gives its runs a store of their own
+os.environ["TVOMNER_TRACKING"] = "0"
 
 REPO = Path(__file__).resolve().parent.parent
 # the real benchmarks: the data root of tvolib.resources (TVOMNER_DATA, default data/, which `make data` links)

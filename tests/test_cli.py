@@ -49,11 +49,12 @@ def test_errors_are_one_line_and_debug_shows_the_traceback(tmp_path, capsys):
 def test_ablation_flag_with_explicit_overrides(tmp_path, monkeypatch):
     import tvolib.cli
     seen = {}
-    monkeypatch.setattr(tvolib.cli, "train", lambda d, m, t: seen.update(d=d, m=m, t=t) or {})
+    monkeypatch.setattr(tvolib.cli, "train", lambda d, m, t, **kw: seen.update(d=d, m=m, t=t, **kw) or {})
     assert main(["train", "--ablation", "w/o O-T-V", "--use_knowledge", "true", "--output_dir", str(tmp_path),
                  "--precision", "bf16"]) == 0
     assert seen["m"].visual == "global" and seen["m"].use_candidates is False and seen["m"].use_knowledge is True
     assert seen["t"].precision == "bf16"
+    assert seen["tracking_tags"] == {"setting": "w/o O-T-V"}     # the MLflow run's tag
 
 
 def test_predict_writes_only_data_on_stdout(trained, tmp_path, capsys):

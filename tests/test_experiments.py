@@ -408,7 +408,7 @@ def test_a_run_finished_by_another_batch_meanwhile_is_not_started(tmp_path, monk
         def poll(self):
             return 0
 
-    def fake_start(r, notebook, every):
+    def fake_start(r, notebook, every, executor=None):
         started.append(r.setting)
         r.proc, r.log_file, r.started, r.state = Done(), open(os.devnull, "wb"), time.time(), "running"
         r.artifacts.mkdir(parents=True)

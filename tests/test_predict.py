@@ -152,10 +152,12 @@ def test_cli_train_parses_hf_style_args(tmp_path, monkeypatch):
     """``tvomner train`` builds the three configs from ``--field value`` and ``--ablation``."""
     import tvolib.cli
     seen = {}
-    monkeypatch.setattr(tvolib.cli, "train", lambda d, m, t: seen.update(d=d, m=m, t=t) or {})
+    monkeypatch.setattr(tvolib.cli, "train", lambda d, m, t, **kw: seen.update(d=d, m=m, t=t, **kw) or {})
     from tvolib.cli import main
     assert main(["train", "--ablation", "w/o O-V", "--image_dir", "none", "--epochs", "2", "--lr", "5e-5",
-                 "--use_vae", "false", "--output_dir", str(tmp_path / "r"), "--max_length", "96"]) == 0
+                 "--use_vae", "false", "--output_dir", str(tmp_path / "r"), "--max_length", "96",
+                 "--knowledge_dropout", "0.3"]) == 0
+    assert seen["t"].knowledge_dropout == 0.3 and seen["tracking_tags"]["setting"] == "w/o O-V"
     assert seen["m"].visual == "global" and seen["m"].use_vae is False
     assert seen["d"].image_dir is None and seen["d"].max_length == 96
     assert seen["t"].epochs == 2 and seen["t"].lr == 5e-5

@@ -286,3 +286,48 @@ def test_a_run_from_a_changed_working_tree_records_the_patch_and_the_machine(tmp
     assert dirty["untracked"] == ["new.py"]
     m = N.machine()
     assert m["cpu_capability"] and m["cores"] >= 1
+
+
+def test_notebooks_run_two_at_a_time_after_those_they_read_from():
+    """``--jobs``: a notebook starts only after the selected notebooks it reads from (04 after 02 and
+    03, 06 after 04); after a failure nothing new starts."""
+    import threading
+    import time
+    from pathlib import Path
+    from tvolib.reports import run_in_order
+    from tvolib.runs.notebook import NotebookFailed
+    names = ["01_data", "02_textual_features", "03_visual_features", "04_train_tvomner", "05_ablations",
+             "06_case_study", "07_run"]
+    plans = [(Path(f"{n}.ipynb"), {}) for n in names]
+    events, lock, live, most = [], threading.Lock(), [0], [0]
+
+    def run(nb, p):
+        with lock:
+            events.append(("start", nb.stem[:2]))
+            live[0] += 1
+            most[0] = max(most[0], live[0])
+        time.sleep(0.05)
+        with lock:
+            events.append(("end", nb.stem[:2]))
+            live[0] -= 1
+        return {}
+
+    assert run_in_order(plans, run, jobs=2) is None
+    pos = {e: i for i, e in enumerate(events)}
+    assert pos[("start", "04")] > max(pos[("end", "02")], pos[("end", "03")])
+    assert pos[("start", "06")] > pos[("end", "04")] and pos[("start", "07")] > pos[("end", "02")]
+    assert most[0] == 2 and len(events) == 14
+    # 04 alone (02 and 03 not selected) starts at once; a failure stops what has not started
+    events.clear()
+
+    def fail_02(nb, p):
+        events.append(nb.stem[:2])
+        if nb.stem.startswith("02"):
+            raise NotebookFailed("02_textual_features.ipynb: cell 3 raised ValueError: x")
+        time.sleep(0.05)
+        return {}
+
+    assert "cell 3" in run_in_order(plans[:4], fail_02, jobs=1)
+    assert events == ["01", "02"]
+    events.clear()
+    assert run_in_order([plans[3]], fail_02, jobs=2) is None and events == ["04"]

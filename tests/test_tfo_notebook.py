@@ -13,7 +13,7 @@ def test_notebook_02_runs_on_the_sample(tmp_path):
     out = tmp_path / "02.out.ipynb"
     pm.execute_notebook(str(REPO / "notebooks" / "02_textual_features.ipynb"), str(out), cwd=str(REPO),
                         kernel_name="python3", progress_bar=False,
-                        parameters={"cache_dir": str(tmp_path / "cache"), "tagger_epochs": 1, "threads": 1})
+                        parameters={"cache_dir": str(tmp_path / "cache"), "tagger": {"epochs": 1}, "threads": 1})
     import nbformat
     nb = nbformat.read(str(out), as_version=4)
     text = "".join(o.get("text", "") for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])

@@ -1,4 +1,5 @@
 """augmentations(): switches, sources, caches (provenance, resume, no work when complete)."""
+import dataclasses
 import json
 
 import pytest
@@ -63,7 +64,7 @@ def test_local_source_cache_and_resume(setup, monkeypatch):
     # complete cache: no look-ups at all
     monkeypatch.setattr(LocalKB, "lookup", lambda *a, **k: pytest.fail("looked up with a complete cache"))
     assert aug(ds, dc, ModelConfig(), relevance_filter=filt) == augs
-    # interrupted: only the missing tweets are looked up again
+    # interrupted: the set is made again whole (its tweets share embeddings), to the same records
     lines = kpath.read_text().splitlines()
     kpath.write_text("\n".join(lines[:-5]) + "\n")
     calls = []
@@ -71,7 +72,15 @@ def test_local_source_cache_and_resume(setup, monkeypatch):
     real = LocalKB.lookup
     monkeypatch.setattr(LocalKB, "lookup", lambda self, q, k=3, tweet_id=None: calls.append(tweet_id) or real(self, q, k, tweet_id))
     again = aug(ds, dc, ModelConfig(), relevance_filter=filt)
-    assert again == augs and set(calls) <= {json.loads(l)["id"] for l in lines[-5:]} and calls
+    assert again == augs and {json.loads(l)["id"] for l in lines[-5:]} <= set(calls)
+    rebuilt = {r["key"]: r for r in map(json.loads, kpath.read_text().splitlines())}
+    assert all(rebuilt[r["key"]]["items"] == r["items"] for r in recs)            # the very same records
+    # a quick run on part of the tweets makes its own set, and leaves the full set's records alone
+    part = dataclasses.replace(ds, splits={s: t[:4] for s, t in ds.splits.items()})
+    aug(part, dc, ModelConfig(), relevance_filter=filt)
+    monkeypatch.setattr(LocalKB, "lookup", lambda *a, **k: pytest.fail("the full set was complete"))
+    assert aug(ds, dc, ModelConfig(), relevance_filter=filt) == augs
+    monkeypatch.undo()
     # other filter settings: recomputed, not served stale
     strict = RelevanceFilter(filt.encoder, RelevanceConfig(threshold=1.01, title_threshold=1.01))
     hi = aug(ds, dc, ModelConfig(), relevance_filter=strict)

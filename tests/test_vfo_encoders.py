@@ -77,7 +77,7 @@ def test_extract_masks_missing_and_broken_images_and_warm_run_loads_nothing(tmp_
     cache, st = extract_image_features(items, path, factory, batch_size=2, metadata={"image_dir": str(d)})
     assert calls == [1] and st["computed"] == 4 and st["missing"] == 2
     assert st["status"]["gone"] == "missing" and st["status"]["bad"].startswith("unreadable")
-    feats, mask = stack_rows(FeatureCache(path), [k for k, _ in items], enc.dim)
+    feats, mask = stack_rows(cache, [k for k, _ in items], enc.dim)
     assert mask.tolist() == [True, True, False, False, True, True]
     assert (feats[~mask] == 0).all()
     ref = enc.encode([Image.open(d / "s0002.png").convert("RGB")])[0]
@@ -103,7 +103,7 @@ def test_text_features_cache_and_empty_text(tmp_path):
     enc = tiny_sentence_encoder()
     texts = {"a": "a red circle on a wall", "b": "", "c": "a blue square"}
     cache, st = extract_text_features(texts, tmp_path / "cap.safetensors", enc)
-    feats, mask = stack_rows(FeatureCache(tmp_path / "cap.safetensors"), ["a", "b", "c"], enc.dim)
+    feats, mask = stack_rows(FeatureCache(cache.path), ["a", "b", "c"], enc.dim)
     assert mask.tolist() == [True, False, True]
     assert torch.allclose(feats[0], enc.encode([texts["a"]])[0], atol=1e-5)
     assert torch.allclose(feats[0].norm(), torch.tensor(1.0), atol=1e-4)
@@ -129,10 +129,28 @@ def test_interrupted_extraction_resumes_from_last_flush(tmp_path):
 
     path = tmp_path / "f.safetensors"
     with pytest.raises(KeyboardInterrupt):
-        extract_image_features(items, path, Crash(), batch_size=1, flush_every=1)
-    assert len(FeatureCache(path)) == 1                       # the first batch survived
-    _, st = extract_image_features(items, path, enc, batch_size=1)
-    assert st["cached"] == 1 and st["computed"] == 3
+        extract_image_features(items, path, Crash(), batch_size=2, flush_every=1)
+    (partial,) = tmp_path.glob("f-*.safetensors")
+    assert len(FeatureCache(partial)) == 2                    # the first batch was kept on disk
+    cache, st = extract_image_features(items, path, enc, batch_size=2)
+    assert st["cached"] == 0 and st["computed"] == 4         # a partial set is computed whole again
+    fresh, _ = extract_image_features(items, tmp_path / "fresh" / "f.safetensors", enc, batch_size=2)
+    assert all(torch.equal(cache[k], fresh[k]) for k, _ in items)
+
+
+def test_a_set_gets_the_same_bits_whatever_was_computed_before(tmp_path):
+    """Rows computed in a batch depend on the other rows of the batch, so a quick run on a subset
+    that filled the cache first must not leave its rows to the full set."""
+    enc = tiny_sentence_encoder()
+    texts = {str(i): "a " + " ".join(["red circle"] * (1 + i % 7)) + f" number {i}" for i in range(40)}
+    subset = {k: texts[k] for k in list(texts)[::3]}
+    extract_text_features(subset, tmp_path / "a" / "cap.safetensors", enc, batch_size=4)
+    after_subset, _ = extract_text_features(texts, tmp_path / "a" / "cap.safetensors", enc, batch_size=4)
+    fresh, _ = extract_text_features(texts, tmp_path / "b" / "cap.safetensors", enc, batch_size=4)
+    assert all(torch.equal(after_subset[k], fresh[k]) for k in texts)
+    alone, _ = extract_text_features(subset, tmp_path / "c" / "cap.safetensors", enc, batch_size=4)
+    again, _ = extract_text_features(subset, tmp_path / "a" / "cap.safetensors", enc, batch_size=4)
+    assert all(torch.equal(alone[k], again[k]) for k in subset)
 
 
 def test_paper_vit_without_weights_fails_fast_and_auto_falls_back(monkeypatch):

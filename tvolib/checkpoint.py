@@ -246,7 +246,7 @@ def save_training_state(path: Path, model, opt, sched, state: dict, data_cfg, mo
 # is compared by what it resolved to (``"auto"`` and ``"bf16"`` on a bf16 machine are the same run).
 RESUME_FREE = {"data": {"cache_dir"},
                "train": {"output_dir", "epochs", "patience", "resume", "progress", "num_threads", "device",
-                         "eval_batch_size", "max_epoch_steps", "precision",
+                         "eval_batch_size", "max_epoch_steps", "precision", "missing_inputs",
                          "adamw"}}           # a resumed run keeps the optimizer it saved (load_state_dict)
 
 

@@ -7,6 +7,7 @@
     tvomner predict --checkpoint runs/t17-full/best --input tweets.txt [--image_dir imgs] \\
         [--format json|conll] [--output out.json]
     tvomner ablations                                            # the Table 2 settings
+    tvomner track-import [reports/experiments]                   # the committed results into MLflow
 
 ``train`` takes every field of ``DataConfig``, ``ModelConfig`` and ``TrainConfig`` as ``--name value``
 (Hugging Face ``HfArgumentParser``; ``tvomner train --help`` lists them with their defaults), plus
@@ -28,6 +29,7 @@ from .config import DataConfig, ModelConfig, TrainConfig
 from .evaluate import table1_markdown
 from .io import format_output, read_tweets
 from .predict import Predictor
+from .tracking import main as track_main
 from .train import train
 
 COMMANDS_HELP = {
@@ -35,6 +37,7 @@ COMMANDS_HELP = {
     "predict": "tag tweets (text, one per line, or CoNLL) with a checkpoint folder",
     "ablations": "list the Table 2 settings and the config switches of each",
     "rehash": "record the sha256 of every file of a checkpoint folder saved without them",
+    "track-import": "load the committed experiment results (reports/experiments) into the MLflow store",
 }
 
 def _none(v):
@@ -73,7 +76,7 @@ def cmd_train(argv: list[str]) -> int:
         given = {a.split("=")[0][2:].replace("-", "_").removeprefix("no_") for a in argv if a.startswith("--")}
         overrides = {k: getattr(model_cfg, k) for k in ModelConfig.ABLATIONS[ns.ablation] if k in given}
         model_cfg = dataclasses.replace(model_cfg.ablation(ns.ablation), **overrides)
-    res = train(data_cfg, model_cfg, train_cfg)
+    res = train(data_cfg, model_cfg, train_cfg, tracking_tags={"setting": ns.ablation or "full"})
     if "test" in res:
         print(table1_markdown({f"{data_cfg.dataset} (best valid epoch {res['best_epoch']})": res["test"]}))
     return 0
@@ -109,6 +112,8 @@ def cmd_predict(argv: list[str]) -> int:
     predictor = Predictor.from_checkpoint(a.checkpoint, device=a.device, cache_dir=a.cache_dir, kb=_none(a.kb))
     res = predictor.predict(tweets, image_dir=_none(a.image_dir), captions=_none(a.captions),
                             knowledge_file=_none(a.knowledge_file))
+    if predictor.knowledge_summary:             # what per-tweet knowledge the tweets got, or why none
+        print(predictor.knowledge_summary, file=sys.stderr)
     text = format_output(res, a.format)
     if a.output:
         atomic_write_text(a.output, text)
@@ -133,7 +138,8 @@ def cmd_rehash(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "predict": cmd_predict, "ablations": cmd_ablations, "rehash": cmd_rehash}
+COMMANDS = {"train": cmd_train, "predict": cmd_predict, "ablations": cmd_ablations, "rehash": cmd_rehash,
+            "track-import": lambda argv: track_main(["import", *[a for a in argv if a != "--debug"]])}
 
 
 def usage() -> str:

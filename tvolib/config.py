@@ -152,6 +152,13 @@ class TrainConfig:
     ddp_find_unused: bool = arg(True, "DDP find_unused_parameters (ablations leave parts idle)")
     group_by_length: bool = arg(False, "batches of similar input length (less padding; another order, so "
                                        "runs with and without it differ)")
+    knowledge_dropout: float = arg(0.0, "side-input dropout: the share of training tweets, drawn anew each "
+                                        "epoch, whose knowledge is left out (their candidates stay), so the "
+                                        "model also learns to tag tweets that get no knowledge")
+    visual_dropout: float = arg(0.0, "side-input dropout: the share of training tweets, drawn anew each epoch, "
+                                     "whose visual input (image, caption, objects) is left out")
+    missing_inputs: bool = arg(True, "also score test with the knowledge, the visual input, or both left out "
+                                     "of every tweet (results.json: missing_inputs)")
 
 
 def to_dict(cfg: Any) -> dict:

@@ -119,7 +119,9 @@ def label_tensor(examples: list[dict]) -> torch.Tensor:
 
 
 def make_collate(model_cfg: ModelConfig, pad_id: int = 0, visual=None) -> Callable:
-    def collate(examples: list[dict]) -> dict:
+    def collate(examples: list[dict], withheld_visual=None) -> dict:
+        """Pad ``examples`` into a batch; ``withheld_visual``: ids (or ``True``: all) whose visual
+        input is left out (side-input dropout, the missing-inputs evaluation)."""
         if model_cfg.arch == "tvomner":
             batch = collate_text(examples, pad_id)
         else:
@@ -128,9 +130,54 @@ def make_collate(model_cfg: ModelConfig, pad_id: int = 0, visual=None) -> Callab
         if "labels" in examples[0]:
             batch["labels"] = label_tensor(examples)
         if visual is not None and model_cfg.visual != "none" and model_cfg.arch == "tvomner":
-            batch["visual"] = visual.batch(batch["ids"])
+            batch["visual"] = visual.batch(batch["ids"], withheld=withheld_visual)
         return batch
     return collate
+
+
+def without_knowledge(augs: dict) -> dict:
+    """The same candidates with their knowledge left out: what a tweet gets when its knowledge
+    source has nothing for it (e.g. a new tweet and a per-tweet-text source)."""
+    return {i: [(c, "") for c, _ in a] for i, a in augs.items()}
+
+
+def add_bare_inputs(examples: dict[str, list[dict]], ds: Dataset, augs: dict, tokenizer, max_length: int) -> None:
+    """Each example gets ``bare``: its ``input_ids`` and ``word_index`` without knowledge."""
+    bare = without_knowledge(augs)
+    for s, tw in ds.splits.items():
+        for e, b in zip(examples[s], tokenize_tweets(tw, bare, tokenizer, max_length)):
+            e["bare"] = {"input_ids": b["input_ids"], "word_index": b["word_index"]}
+
+
+def withheld(prepared: "Prepared", split: str, knowledge: bool = False, visual: bool = False):
+    """``(examples, collate)`` of ``split`` with the knowledge and/or the visual input left out of
+    every tweet (the missing-inputs evaluation)."""
+    ex = prepared.examples[split]
+    if knowledge:
+        ex = [{**e, **e["bare"]} if "bare" in e else e for e in ex]
+    if not visual:
+        return ex, prepared.collate
+    return ex, lambda batch: prepared.collate(batch, withheld_visual=True)
+
+
+def with_dropout(prepared: "Prepared", examples: list[dict], seed: int, epoch: int, knowledge: float = 0.0,
+                 visual: float = 0.0) -> dict:
+    """A training batch with side-input dropout: each tweet's knowledge (its candidates stay) and
+    visual input are left out with probabilities ``knowledge`` and ``visual``, drawn per (seed,
+    epoch, tweet). A model that reads no knowledge or no visual input is unaffected."""
+    if not (knowledge or visual):
+        return prepared.collate(examples)
+    ex = [{**e, **e["bare"]} if knowledge and "bare" in e and dropout_draw("knowledge", seed, epoch, e["id"]) < knowledge
+          else e for e in examples]
+    gone = {e["id"] for e in examples if visual and dropout_draw("visual", seed, epoch, e["id"]) < visual}
+    return prepared.collate(ex, withheld_visual=gone or None)
+
+
+def dropout_draw(what: str, seed: int, epoch: int, tweet_id: str) -> float:
+    """A uniform number in [0, 1) fixed by (what, seed, epoch, tweet): side-input dropout draws
+    from it, so the draws neither use nor move torch's random state and a resumed run draws alike."""
+    h = hashlib.sha256(f"{what}|{seed}|{epoch}|{tweet_id}".encode()).digest()
+    return int.from_bytes(h[:8], "big") / 2 ** 64
 
 
 def side_digest(augs: dict | None, visual, tagger: dict | None = None) -> dict:
@@ -176,6 +223,8 @@ def prepare_data(ds: Dataset, data_cfg: DataConfig, model_cfg: ModelConfig, res,
                 meta["tagger_dir"] = str(folder)
                 tagger_info = read_tagger_info(folder)
         examples = {s: tokenize_tweets(tw, augs, tokenizer, data_cfg.max_length) for s, tw in ds.splits.items()}
+        if model_cfg.reads_knowledge:
+            add_bare_inputs(examples, ds, augs, tokenizer, data_cfg.max_length)
         visual = None
         if model_cfg.visual != "none":
             side = side if side is not None else SideInputs.from_config(data_cfg)

@@ -14,8 +14,11 @@ knowledge base, that base. Inputs are built by the same builder as in training
 (``tvolib.inputs.prepare_data``), with the checkpoint's tagger and the side inputs of the new tweets:
 
 * knowledge from the checkpoint's own source (``tvolib.resources.for_checkpoint``): its base, or a
-  per-tweet knowledge file (``knowledge_file``); when none is available the tweets go on without
-  knowledge, and ``Predictor.notes`` says so once;
+  per-tweet knowledge file (``knowledge_file``); for a checkpoint trained on per-tweet texts, tweets
+  that have none are given one by the OpenAI-compatible endpoint of ``TVOMNER_LLM_*`` where one is
+  configured (``tvolib.tfo.knowledge.llm_texts``, cached in ``<cache_dir>/predict/llm_knowledge.jsonl``),
+  and each result says what it got (``knowledge_note``; ``Predictor.knowledge_summary`` in one line);
+  when none is available the tweets go on without knowledge, and ``Predictor.notes`` says so once;
 * visual features from ``image_dir`` (any folder, or none), captions ({IMGID: caption}) for tweets
   without a usable image, object features where LLM phrases and boxes can be had (else left out,
   said once). Without any of them the model falls back on the text (gate, null slot).
@@ -44,7 +47,7 @@ from .inputs import prepare_data
 from .io import as_tweets, load_captions, read_jsonl
 from .resources import for_checkpoint, user_home
 from .tfo.encoder import load_tokenizer
-from .tfo.knowledge import TweetFileSource
+from .tfo.knowledge import LLMKnowledgeSource, TweetFileSource, knowledge_client
 from .tfo.tagger import load_tagger
 from .vfo.pipeline import SideInputs
 from .weights import ResourceMissing
@@ -71,6 +74,22 @@ def word_windows(pieces: list[int], limit: int) -> list[tuple[int, int]]:
     return out
 
 
+def knowledge_outcomes(got: dict[str, str], most: int = 3) -> str:
+    """``"2: per-tweet texts from m at host; 1: no knowledge: ..."``: what the tweets got, counted."""
+    kinds: dict[str, int] = {}
+    for v in got.values():
+        kinds[v] = kinds.get(v, 0) + 1
+    more = len(kinds) - most
+    return "; ".join(f"{c}: {v}" for v, c in list(kinds.items())[:most]) + (
+        f"; and {more} other outcome(s)" if more > 0 else "")
+
+
+def knowledge_summary(got: dict[str, str]) -> str:
+    """One line: how many tweets got per-tweet texts, and from where (or why not)."""
+    n = sum(1 for v in got.values() if not v.startswith("no knowledge"))
+    return f"knowledge: {n} of {len(got)} tweets got per-tweet texts; {knowledge_outcomes(got)}"
+
+
 class Predictor:
     """A loaded checkpoint; ``predict(tweets)`` returns one dict per tweet (see the module docstring).
     ``kb``: another local knowledge base than the checkpoint's (an explicit choice, noted)."""
@@ -89,6 +108,8 @@ class Predictor:
         self.precision = resolve_precision(precision or ("auto" if trained == "bf16" else "fp32"), device)
         self.cache_root = (Path(cache_dir) if cache_dir is not None else user_home()) / "predict"
         self.notes: list[str] = []
+        self.knowledge_got: dict[str, str] = {}      # per-tweet texts: what each tweet of the last call got
+        self.knowledge_summary: str | None = None    # ... in one line (None: the model reads no such texts)
         self.kb = kb
         self.tagger = None
         if self.model_cfg.arch == "tvomner" and self.model_cfg.use_candidates:
@@ -128,18 +149,38 @@ class Predictor:
                     side[key] = {k: recs[k] for k in mine if k in recs}
         return side
 
-    def tweet_texts(self, tweets: list[Tweet], res, knowledge_file) -> dict[str, str] | None:
+    def tweet_texts(self, tweets: list[Tweet], res, knowledge_file,
+                    captions: dict | None = None) -> dict[str, str] | None:
         """The per-tweet knowledge texts of these tweets by id (None: the model reads no such texts),
-        from ``knowledge_file`` or the file the checkpoint was trained with."""
+        from ``knowledge_file`` or the file the checkpoint was trained with, else asked of the LLM
+        endpoint of ``res.llm`` where one is configured (the tweet and its caption). Sets
+        ``knowledge_got`` (what each tweet got) and ``knowledge_summary``."""
+        self.knowledge_got, self.knowledge_summary = {}, None
         if res.knowledge != "tweet_files":
             return None
         f = Path(knowledge_file) if knowledge_file else res.knowledge_file
         aux = TweetFileSource(f).aux if f is not None else {}
         found = {t.id: aux[t.id] for t in tweets if t.id in aux}
-        if len(found) < len(tweets):
-            self.note(f"this checkpoint was trained with per-tweet knowledge files (knowledge_source="
+        got = {t.id: f"per-tweet texts from {f.name}" for t in tweets if t.id in found}
+        todo = {t.id: (" ".join(t.tokens), (captions or {}).get(t.id)) for t in tweets if t.id not in found}
+        if todo and self.tagger is None:
+            got.update({tid: "no knowledge: the checkpoint has no candidate tagger" for tid in todo})
+        elif todo and res.llm.configured:
+            src = LLMKnowledgeSource(knowledge_client(res.llm), res.cache_root / "llm_knowledge.jsonl")
+            src.fetch(todo)
+            found.update(src.aux)
+            got.update({tid: src.origin for tid in src.aux})
+            got.update({tid: f"no knowledge: endpoint failed ({why})" for tid, why in src.failed.items()})
+        elif todo:
+            got.update({tid: "no knowledge: no endpoint configured (set TVOMNER_LLM_BASE_URL and TVOMNER_LLM_MODEL "
+                             "to an OpenAI-compatible endpoint, e.g. vLLM or Ollama)" for tid in todo})
+        self.knowledge_got = {t.id: got[t.id] for t in tweets}
+        self.knowledge_summary = knowledge_summary(self.knowledge_got)
+        if todo:
+            self.note(f"this checkpoint was trained with per-tweet knowledge texts (knowledge_source="
                       f"'tweet_files'); {len(found)} of {len(tweets)} input tweets have knowledge"
-                      + ("" if f is not None else " (no knowledge file: pass knowledge_file)"))
+                      + ("" if f is not None else " (no knowledge file: pass knowledge_file)")
+                      + f" ({knowledge_outcomes(self.knowledge_got)})")
         return found
 
     # -- prediction ----------------------------------------------------------------------------
@@ -180,8 +221,8 @@ class Predictor:
                                     kb=self.kb)
         for n in notes:
             self.note(n)
-        aux = self.tweet_texts(tweets, res, knowledge_file)
         side = self.side_inputs(tweets, captions)
+        aux = self.tweet_texts(tweets, res, knowledge_file, side["caption"])
         side["aux"] = aux or {}
         parts = self.split_long(tweets)
         # internal ids: the content of each tweet (window) and of everything read for it by IMGID
@@ -243,6 +284,8 @@ class Predictor:
                               for s, e, typ in entity_spans(labels)]}
             if model_cfg.arch == "tvomner":
                 r["candidates"] = cands
+            if t.id in self.knowledge_got:
+                r["knowledge_note"] = self.knowledge_got[t.id]
             if diagnostics and ds_ and ds_[0]:
                 r.update(ds_[0] if len(ds_) == 1 else {"windows": ds_})
             out.append(r)

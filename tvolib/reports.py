@@ -5,6 +5,7 @@
     python -m tvolib.reports -p data_dir=data/twitter2015 -p dataset=twitter2015 \
         -p image_dir=None -p captions=data/captions/blip2_twitter2015.json
     python -m tvolib.reports --params params/twitter2017.yaml --out reports/twitter2017
+    python -m tvolib.reports --jobs 2              # two notebooks at a time (make reports), one thread each
 
 For each notebook ``NN_name.ipynb`` the output folder gets ``NN_name.ipynb`` (executed),
 ``NN_name.html`` and ``NN_name.json`` (parameters, seed, package versions, git commit, data
@@ -18,7 +19,10 @@ folder declares, or a section named after no notebook, is an error naming the fi
 typo would otherwise be dropped without a word); a missing file is a one-line error. While a
 notebook runs, a line every ``--every`` seconds gives its elapsed time and current cell.
 
-A failing notebook stops the run with exit status 1 and a message naming the notebook and the
+With ``--jobs N`` up to N notebooks run at once, each in its own kernel and, unless the parameters
+say otherwise, with one CPU thread (``num_threads`` / ``threads``); a notebook that reads what another
+writes (the candidate tagger's cache, the visual features, notebook 04's checkpoint) starts after it
+(``AFTER``). A failing notebook stops the run with exit status 1 and a message naming the notebook and the
 cell; its partly executed copy is kept for inspection. A ``-p`` name that no selected notebook
 declares is an error, as in a parameters file.
 
@@ -36,6 +40,7 @@ import argparse
 import json
 import logging
 import sys
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from .cache import atomic_write_text
@@ -109,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kernel", default=None, help="Jupyter kernel (default: tvomner, else python3)")
     ap.add_argument("--timeout", type=int, default=None, help="seconds per cell")
     ap.add_argument("--every", type=float, default=30, help="seconds between live lines (0: none)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="notebooks at a time, each in its own kernel with one CPU thread unless a thread "
+                         "count is given (a notebook starts once those it reads from have finished: AFTER)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="[reports] %(message)s")   # papermill's INFO lines: not shown
     logging.getLogger("tvolib").setLevel(logging.INFO)
@@ -134,17 +142,56 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"command line: -p {', '.join(sorted(unused))}: not declared by the parameters cell of any "
                          f"selected notebook ({', '.join(nb.stem for nb in nbs)})")
     out = Path(args.out)
-    for nb, p in plans:
+    if args.jobs > 1:                # one CPU thread per kernel unless the user chose a count
+        plans = [(nb, {**{k: 1 for k in THREAD_PARAMS if k in declared_parameters(nb) and k not in p}, **p})
+                 for nb, p in plans]
+
+    def run(nb: Path, p: dict) -> dict:
         log.info("%s %s", nb.name, json.dumps(p, default=str) if p else "")
-        try:
-            rec = run_notebook(nb, out, p, Path(args.cwd), args.kernel, args.timeout, every=args.every or None)
-        except NotebookFailed as e:
-            log.error("FAILED %s; partial output: %s", e, out / nb.name)
-            write_summary(out)
-            return 1
+        rec = run_notebook(nb, out, p, Path(args.cwd), args.kernel, args.timeout, every=args.every or None)
         log.info("ok %s in %.1fs -> %s", nb.name, rec["wall_seconds"], out / nb.name)
+        return rec
+
+    failed = run_in_order(plans, run, args.jobs)
     write_summary(out)
+    if failed:
+        log.error("FAILED %s; partial output: %s", failed, out)
+        return 1
     return 0
+
+
+# notebooks that read what others write (caches, checkpoints): they start after those have finished
+AFTER = {"04": ("02", "03"), "06": ("04",), "07": ("02",)}
+THREAD_PARAMS = ("num_threads", "threads")
+
+
+def run_in_order(plans: list[tuple[Path, dict]], run, jobs: int = 1) -> str | None:
+    """Run ``plans`` (notebook, parameters) with ``run``, ``jobs`` at a time, each after the selected
+    notebooks it reads from (``AFTER``); after a failure nothing new starts. Returns the first
+    failure's message, or None."""
+    names = {nb.stem[:2]: nb for nb, _ in plans}
+    pending = list(plans)
+    running: dict = {}
+    done: set[str] = set()
+    failed: str | None = None
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        while pending or running:
+            ready = [(nb, p) for nb, p in pending if failed is None and len(running) < max(1, jobs)
+                     and all(d in done or d not in names for d in AFTER.get(nb.stem[:2], ()))]
+            for nb, p in ready[:max(1, jobs) - len(running)]:
+                pending.remove((nb, p))
+                running[pool.submit(run, nb, p)] = nb
+            if not running:
+                break                    # a failure: the rest are not started
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for f in finished:
+                nb = running.pop(f)
+                try:
+                    f.result()
+                    done.add(nb.stem[:2])
+                except NotebookFailed as e:
+                    failed = failed or str(e)
+    return failed
 
 
 def write_summary(out: Path) -> None:

@@ -17,6 +17,9 @@ is a ``ResourceMissing`` that says how to provide it, before any slow work start
 ``OPENAI_API_KEY``             here and never recorded)
 ``TVOMNER_GROUNDING_*``        a local GroundingDINO folder and its thresholds
 ``TVOMNER_HOME``               per-user folder: unpacked weights, prediction caches (``~/.cache/tvomner``)
+``MLFLOW_TRACKING_URI``,       where training runs are tracked (``tvolib.tracking``: default
+``MLFLOW_EXPERIMENT_NAME``,    ``sqlite:///<repository>/mlflow.db``); ``TVOMNER_TRACKING=0``: not at all
+``TVOMNER_TRACKING``
 =============================  ========================================================================
 
 ``Resources.describe()`` is what ``config.json`` and every checkpoint record under ``"resources"``:
@@ -36,6 +39,7 @@ from .sample import SAMPLE_DIR
 from .tfo.knowledge import WikipediaConfig
 from .tfo.relevance import RelevanceConfig
 from .tfo.tagger import TaggerConfig
+from .tracking import TrackingConfig, tracking_config
 from .vfo.grounding import GroundingConfig
 from .vfo.llm import LLMConfig
 from .weights import ResourceMissing, user_home
@@ -74,6 +78,7 @@ class Resources:
     wiki_cache: Path | None = None
     llm: LLMConfig = field(default_factory=LLMConfig)
     grounding: GroundingConfig = field(default_factory=GroundingConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)   # where the run is logged (not recorded)
 
     def describe(self) -> dict:
         """The ``"resources"`` record of ``config.json`` and checkpoints (no keys)."""
@@ -153,7 +158,8 @@ def resolve(data_cfg: DataConfig, model_cfg: ModelConfig, env: Mapping[str, str]
         kw["wiki_cache"] = cache / "wikipedia.jsonl"
     return Resources(dataset_cache=cache / data_cfg.dataset, cache_root=cache,
                      tagger=TaggerConfig(encoder=model_cfg.text_encoder), relevance=RelevanceConfig(),
-                     knowledge=source, llm=LLMConfig.from_env(env), grounding=GroundingConfig.from_env(env), **kw)
+                     knowledge=source, llm=LLMConfig.from_env(env), grounding=GroundingConfig.from_env(env),
+                     tracking=tracking_config(env), **kw)
 
 
 def with_cache(res: Resources, cache_root: Path, dataset: str) -> Resources:

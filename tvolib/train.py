@@ -29,8 +29,8 @@
 
 The parts live in their own modules: resources (``tvolib.resources``), inputs (``tvolib.inputs``),
 model assembly (``tvolib.assemble``), checkpoints (``tvolib.checkpoint``), evaluation
-(``tvolib.evaluate``), the branch probe (``tvolib.probing``) and plots (``tvolib.viz``); this module
-is the loop.
+(``tvolib.evaluate``), the branch probe (``tvolib.probing``), plots (``tvolib.viz``) and the MLflow run
+(``tvolib.tracking``); this module is the loop.
 """
 from __future__ import annotations
 
@@ -58,11 +58,15 @@ from .config import DataConfig, ModelConfig, TrainConfig, to_dict
 from .data import Dataset
 from .device import autocast, resolve_device, resolve_precision, to_device
 from .evaluate import evaluate, write_predictions
-from .inputs import Prepared, dataset_from_config, prepare_data
+from .inputs import Prepared, dataset_from_config, prepare_data, with_dropout, withheld
 from .model import encoder_parameter_names
 from .probing import branch_probe
 from .resources import Resources, resolve
 from .tfo.pipeline import ensure_kb
+from .tracking import ARTIFACTS, Tracker, data_checksums
+
+# the missing-inputs evaluation: (name, knowledge left out, visual input left out)
+MISSING_INPUTS = (("no_knowledge", True, False), ("no_visual", False, True), ("neither", True, True))
 from .viz import plot_history
 
 log = logging.getLogger(__name__)
@@ -159,12 +163,28 @@ def _init_distributed(device_pref: str) -> bool:
 
 def train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, *, res: Resources | None = None,
           ds: Dataset | None = None, prepared: Prepared | None = None, encoder_config=None,
-          stop_after: int | None = None) -> dict:
+          stop_after: int | None = None, tracking_tags: dict | None = None) -> dict:
     """Train, select on valid F1, score test once; returns the results dict (also written to
     ``<output_dir>/results.json``). ``res``: the run's resources (default: ``resolve(data_cfg,
     model_cfg)``, before any slow work); ``encoder_config`` builds a random-weight encoder (tests);
-    ``stop_after`` stops after that many epochs of this call as a kill would (tests)."""
+    ``stop_after`` stops after that many epochs of this call as a kill would (tests). The run is
+    logged to MLflow where ``res.tracking`` says (``tvolib.tracking``), with ``tracking_tags``
+    (experiment, setting, recipe…) beside the dataset and seed."""
     res = res if res is not None else resolve(data_cfg, model_cfg)
+    tracker = Tracker(res.tracking)
+    try:
+        result = _train(data_cfg, model_cfg, train_cfg, res, ds, prepared, encoder_config, stop_after, tracker,
+                        dict(tracking_tags or {}))
+    except BaseException as e:
+        tracker.end("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        raise
+    tracker.end("KILLED" if result.get("interrupted") else "FINISHED")
+    return result
+
+
+def _train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, res: Resources, ds: Dataset | None,
+           prepared: Prepared | None, encoder_config, stop_after: int | None, tracker: Tracker,
+           tracking_tags: dict) -> dict:
     if train_cfg.num_threads:
         torch.set_num_threads(train_cfg.num_threads)
     distributed = _init_distributed(train_cfg.device)
@@ -216,8 +236,12 @@ def train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, 
                 "side_inputs": prepared.digest}
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out_dir / "config.json", {"data": to_dict(data_cfg), "model": to_dict(model_cfg),
-                                                    "train": to_dict(train_cfg), "world_size": world, **run_info})
+        config = {"data": to_dict(data_cfg), "model": to_dict(model_cfg), "train": to_dict(train_cfg),
+                  "world_size": world, **run_info}
+        atomic_write_json(out_dir / "config.json", config)
+        tracker.start(out_dir, config, {"dataset": data_cfg.dataset, "seed": train_cfg.seed, **tracking_tags},
+                      resume=resume_from is not None, history=state["history"],
+                      files=lambda: data_checksums(data_cfg, ds, run_info["resources"]))
     warmup_steps = int(train_cfg.warmup_ratio * total_steps)
     notebook = in_notebook()
     show_bar = train_cfg.progress and is_main and (notebook or sys.stderr.isatty())
@@ -242,7 +266,8 @@ def train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, 
             chunks = [mine[i:i + micro] for i in range(0, len(mine), micro)]
             step_loss = torch.zeros(3)
             for ci, chunk in enumerate(chunks):
-                batch = to_device(prepared.collate([train_ex[i] for i in chunk]), device)
+                batch = to_device(with_dropout(prepared, [train_ex[i] for i in chunk], train_cfg.seed, epoch,
+                                               train_cfg.knowledge_dropout, train_cfg.visual_dropout), device)
                 sync = ci == len(chunks) - 1
                 ctx = ddp_model.no_sync() if (distributed and not sync) else contextlib.nullcontext()
                 with ctx:
@@ -292,6 +317,7 @@ def train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, 
             state["stopped"] = stop_flag[0]
             save_training_state(last, model, opt, sched, state, data_cfg, model_cfg, train_cfg, meta, run_info)
             atomic_write_json(out_dir / "history.json", state["history"])
+            tracker.log_epoch(rec, last_step=state["step"])
             log.info(f"epoch {epoch}: loss {rec['train_loss']:.4f}  valid F1 {f1:.2f}  "
                 f"({rec['tweets_per_s']:.1f} tweets/s, {train_time:.0f} s)"
                 + ("  *best*" if state["best_epoch"] == epoch else ""))
@@ -336,11 +362,24 @@ def train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, 
             result["warnings"] = warnings_seen
         if ds is not None:
             write_predictions(out_dir / "test_predictions.txt", ds.splits["test"], pred)
+        if train_cfg.missing_inputs:
+            # test again with side inputs left out of every tweet: what new tweets without them get
+            result["missing_inputs"] = {}
+            for name, kn, vis in MISSING_INPUTS:
+                if (kn and not model_cfg.reads_knowledge) or (vis and prepared.visual is None):
+                    continue
+                ex, coll = withheld(prepared, "test", knowledge=kn, visual=vis)
+                sc, pr = evaluate(best_model, ex, coll, train_cfg.eval_batch_size, device, precision)
+                result["missing_inputs"][name] = sc.row()
+                if ds is not None:
+                    write_predictions(out_dir / f"test_predictions.{name}.txt", ds.splits["test"], pr)
         atomic_write_json(out_dir / "results.json", result)
         try:
             plot_history(state["history"], out_dir / "curves.png")
         except Exception as e:   # a plot never fails a run
             log.warning("no curve plot: %s", e)
+        tracker.log_result(result)
+        tracker.log_artifacts(out_dir / f for f in ARTIFACTS)
     if distributed:
         dist.barrier()
         dist.destroy_process_group()

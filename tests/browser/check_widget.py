@@ -10,11 +10,17 @@ through tests/browser/run.sh, which installs Debian's chromium and the playwrigh
    temporary folder; it reuses the models of step 1) and opens its HTML copy with every host but
    127.0.0.1 unresolvable: the saved widget must render offline and show a case. Screenshot:
    reports/06_case_study_widget_html.png. (``--executed FILE`` checks the HTML copy of FILE instead.)
+3. Voilà: serves notebooks/demo.ipynb as `make demo` does (127.0.0.1, a random token), opens the page,
+   waits for the case view of notebook 06's two sample models (they come from step 1, or are trained by
+   the page), selects another tweet, tags a typed tweet, opens a folder that is no checkpoint (one
+   error line, the view stays) and checks that no widget or cell error is shown. Screenshot:
+   reports/demo_voila.png.
 
 Exit status 0 when every check passes; otherwise 1, naming the failed check. Bounded in time: each
 wait has a limit (``--run-timeout`` for running the notebook, which may train two small models).
 
     .venv/bin/python tests/browser/check_widget.py [--chromium /usr/bin/chromium] [--skip-lab]
+        [--skip-html] [--skip-voila]
 """
 from __future__ import annotations
 
@@ -36,6 +42,8 @@ NOTEBOOK = "notebooks/06_case_study.ipynb"
 SHOT_LAB = REPO / "reports" / "06_case_study_widget.png"
 SHOT_HTML = REPO / "reports" / "06_case_study_widget_html.png"
 SHOT_FAILED = REPO / "reports" / "06_case_study_widget_failed.png"   # what the page showed when a check failed
+DEMO = "notebooks/demo.ipynb"
+SHOT_VOILA = REPO / "reports" / "demo_voila.png"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--disable-dev-shm-usage"]
@@ -103,6 +111,27 @@ def start_lab(tmp: Path, token: str, port: int) -> subprocess.Popen:
         except OSError:
             time.sleep(0.5)
     raise CheckFailed("JupyterLab did not answer within 90 s")
+
+
+def start_voila(tmp: Path, token: str, port: int) -> subprocess.Popen:
+    """Voilà serving the demo notebook as `make demo` does, on 127.0.0.1 with a token, with its own
+    config and runtime folders."""
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp / "voila-runtime"), "JUPYTER_CONFIG_DIR": str(tmp / "voila-config"),
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "PYTHONUNBUFFERED": "1"}
+    cmd = [str(REPO / ".venv" / "bin" / "voila"), DEMO, "--no-browser", "--Voila.ip=127.0.0.1", f"--port={port}",
+           f"--token={token}"]
+    out = open(tmp / "voila.log", "w")
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise CheckFailed(f"Voilà exited with {proc.returncode} (its log follows)")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                log(f"Voilà up on 127.0.0.1:{port}")
+                return proc
+        time.sleep(0.5)
+    raise CheckFailed("Voilà did not listen within 60 s")
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -272,6 +301,68 @@ def html_check(browser, tmp: Path, executed: Path | None, run_timeout: float) ->
     log(f"screenshot {SHOT_HTML.relative_to(REPO)}")
 
 
+def voila_check(browser, tmp: Path, run_timeout: float) -> None:
+    from playwright.sync_api import Error as PlaywrightError
+    token, port = secrets.token_hex(16), free_port()
+    t0 = time.time()
+    proc = start_voila(tmp, token, port)
+    page = None
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"http://127.0.0.1:{port}/?token={token}", wait_until="commit", timeout=60_000)
+        # the page renders once the notebook has run (it trains the two sample models when runs/ lacks them)
+        page.wait_for_function("() => { const v = document.querySelector('.tvomner-case-view');"
+                               " return v && v.innerText.includes('gold:') ||"
+                               " document.querySelector('.tvomner-demo-error'); }", timeout=run_timeout * 1000)
+        status = page.locator(".tvomner-demo-status").first.inner_text()
+        check(not page.locator(".tvomner-demo-error").count() and "TVOMNER" in status and "text-only" in status,
+              f"the Voilà page opens notebook 06's two models: {status[:200]!r}")
+        log(f"page shown {time.time() - t0:.0f} s after starting Voilà")
+        first = case_text(page)
+        select = page.locator(".tvomner-case-pick select").first
+        check(select.locator("option").count() >= 2 and case_id(first) != "", f"the page opens on a case ({case_id(first)})")
+        select.select_option(index=1)
+        page.wait_for_function("(old) => { const v = document.querySelector('.tvomner-case-view');"
+                               " return v && v.innerText.trim() !== old && v.innerText.includes('gold:'); }",
+                               arg=first, timeout=30_000)
+        second = case_text(page)
+        check(case_id(second) not in ("", case_id(first)), f"picking another tweet changes the view "
+                                                            f"({case_id(first)} -> {case_id(second)})")
+        page.locator(".tvomner-typed-text input").first.fill(TYPED)
+        page.locator(".tvomner-typed-go").first.click()
+        page.wait_for_function("() => { const v = document.querySelector('.tvomner-typed-view');"
+                               " return v && (/TVOMNER:/.test(v.innerText) && /text-only:/.test(v.innerText)"
+                               " || /Error/.test(v.innerText)); }", timeout=120_000)
+        typed = page.locator(".tvomner-typed-view").first.inner_text()
+        check("TVOMNER:" in typed and "text-only:" in typed, f"the typed tweet is tagged by both models: {typed[:160]!r}")
+        voila_errors(page)
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(SHOT_VOILA), full_page=True)
+        log(f"screenshot {SHOT_VOILA.relative_to(REPO)}")
+        # a folder that is no checkpoint: one error line, and the models shown stay
+        page.locator(".tvomner-demo-folder input").first.fill("runs/no-such-run/best")
+        page.locator(".tvomner-demo-load").first.click()
+        page.wait_for_selector(".tvomner-demo-error", timeout=30_000)
+        err = page.locator(".tvomner-demo-error").first.inner_text()
+        check("no such checkpoint folder" in err and case_text(page) == second,
+              f"a folder that is no checkpoint is one line in the page, the view stays: {err[:120]!r}")
+        voila_errors(page)
+        log(f"Voilà check done in {time.time() - t0:.0f} s")
+    except (CheckFailed, PlaywrightError):
+        if page is not None:
+            page.screenshot(path=str(SHOT_FAILED), full_page=True)
+            log(f"screenshot of the failure: {SHOT_FAILED.relative_to(REPO)}")
+        raise
+    finally:
+        stop(proc)
+
+
+def voila_errors(page) -> None:
+    body = page.locator("body").inner_text()
+    shown = [e for e in WIDGET_ERRORS + ("There was an error when executing cell", "Traceback") if e in body]
+    check(not shown, f"Voilà: no widget or cell error shown {shown or ''}".rstrip())
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--chromium", default="/usr/bin/chromium", help="Chromium executable (default: %(default)s)")
@@ -279,8 +370,9 @@ def main(argv=None) -> int:
                     "and for tagging a typed tweet (default: %(default)s)")
     ap.add_argument("--executed", type=Path, default=None, help="an executed notebook 06 whose HTML copy is "
                     "checked (default: notebook 06 run now by the report runner)")
-    ap.add_argument("--skip-lab", action="store_true", help="only the HTML copy")
-    ap.add_argument("--skip-html", action="store_true", help="only JupyterLab")
+    ap.add_argument("--skip-lab", action="store_true", help="no JupyterLab")
+    ap.add_argument("--skip-html", action="store_true", help="no HTML copy")
+    ap.add_argument("--skip-voila", action="store_true", help="no Voilà page")
     args = ap.parse_args(argv)
     from playwright.sync_api import Error as PlaywrightError, sync_playwright
     t0 = time.time()
@@ -293,13 +385,15 @@ def main(argv=None) -> int:
                     lab_check(browser, tmp, args.run_timeout)
                 if not args.skip_html:
                     html_check(browser, tmp, args.executed, args.run_timeout)
+                if not args.skip_voila:
+                    voila_check(browser, tmp, args.run_timeout)
             finally:
                 browser.close()
         except (CheckFailed, PlaywrightError) as e:
             log(f"FAILED: {e}")
-            lab_log = tmp / "jupyterlab.log"
-            if lab_log.exists():
-                print(lab_log.read_text()[-4000:], file=sys.stderr)
+            for name in ("jupyterlab.log", "voila.log"):
+                if (tmp / name).exists():
+                    print(f"--- {name}", (tmp / name).read_text()[-4000:], sep="\n", file=sys.stderr)
             print(f"browser-check: {len(PASSED)} passed, 1 failed")
             return 1
     log(f"all checks passed in {time.time() - t0:.0f} s")

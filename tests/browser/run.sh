@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The real-browser check of notebook 06 (check_widget.py), with what it needs installed:
+# The real-browser check of notebook 06 and of the Voilà demo page (check_widget.py), with what it needs installed:
 # Debian's chromium and the playwright Python client, pointed at that chromium (playwright's own
 # browser download is never used). Run from CI (.ci/run) or by hand: `make browser-check`.
 set -euo pipefail

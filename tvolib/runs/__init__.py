@@ -11,6 +11,7 @@ execution of ``notebooks/07_run.ipynb``, a few at a time.
 ``identity``  what makes two runs the same run: skip, reuse, refuse
 ``artifacts`` what a finished run leaves in ``reports/experiments`` (metrics, predictions, provenance)
 ``execute``   the process pool: one child process per run, each holding its run's lock
+``executors`` where runs execute: the local pool, or Slurm jobs through submitit (same child command)
 ``tables``    Table 2, comparisons of two experiments, the ΔF1 plot
 ``cli``       the command line
 """

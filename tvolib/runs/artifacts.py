@@ -37,6 +37,8 @@ def collect(run: Run, record: dict) -> None:
     atomic_write_json(run.artifacts / "metrics.json", metrics)
     pred = (run.run_dir / "test_predictions.txt").read_bytes()
     atomic_write_bytes(run.artifacts / "test_predictions.conll.gz", gzip.compress(pred, mtime=0))
+    for f in sorted(run.run_dir.glob("test_predictions.*.txt")):     # with side inputs left out
+        atomic_write_bytes(run.artifacts / f"{f.stem}.conll.gz", gzip.compress(f.read_bytes(), mtime=0))
     config = json.loads((run.run_dir / "config.json").read_text())
     prov = {"identity": run.identity, "run_dir": str(run.run_dir), "configs": config,
             "data_files": data_files(run.run_dir),

@@ -4,6 +4,9 @@
     python -m tvolib.runs --params params/table2_sample.yaml --dry-run     # the plan only
     python -m tvolib.runs --params params/table2_sample.yaml --summary     # tables only
     python -m tvolib.runs --compare params/precision_twitter2017_fp32.yaml params/precision_twitter2017_bf16.yaml
+    python -m tvolib.runs --rerun reports/experiments/table2/twitter2015/tvomner+pgim-s1   # a committed run again
+    python -m tvolib.runs --params params/table2_twitter2017.yaml --executor slurm --partition gpu --gpus 1 \
+        --time 120 --jobs 20                                                # Slurm jobs (submitit)
 
 Every (dataset, setting, seed) of the parameters file is one papermill execution of
 ``notebooks/07_run.ipynb``. A run whose committed artifacts (or run folder) hold the same
@@ -15,6 +18,11 @@ run failed. Each finished run's ``metrics.json``, test predictions and provenanc
 ``reports/experiments/<name>/<dataset>/<setting>-s<seed>/``, and ``table2.{md,json}`` of the
 experiment is rewritten from every artifact there. The keys of a parameters file are those of
 ``tvolib.runs.plan``.
+
+With ``--executor slurm`` each run is a Slurm job submitted with submitit (``--executor
+submitit-local``: submitit's local executor, the same path on this machine); the job runs the same
+child command, holding the same lock in the shared runs folder, so skipping, resuming and locking work
+across nodes. ``--jobs`` is then the number of jobs queued or running at a time.
 """
 from __future__ import annotations
 
@@ -25,8 +33,10 @@ from pathlib import Path
 
 from ..cache import atomic_write_json, atomic_write_text
 from .execute import execute, run_one
+from .executors import KINDS
 from .identity import classify
 from .plan import NOTEBOOK, REPORTS, plan, write_manifests
+from .rerun import rerun
 from .tables import compare_experiments, compare_markdown, write_tables
 
 
@@ -43,6 +53,25 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--compare", nargs=2, metavar=("A", "B"), default=None,
                     help="two experiments' parameters files: ΔF1 = B − A per dataset, setting and seed "
                          "(e.g. the same runs in fp32 and bf16), written to reports/experiments/compare-A-vs-B.md")
+    ap.add_argument("--rerun", default=None, metavar="RUN",
+                    help="a committed run folder (reports/experiments/<name>/<dataset>/<run>): execute it again "
+                         "from its recorded parameters into <runs_dir>/rerun/ and compare every figure "
+                         "(exit status 1 when one differs)")
+    ap.add_argument("--cache_dir", default=None, help="with --rerun: the caches to use (a new folder re-builds "
+                    "every side input, as a fresh clone does)")
+    ex = ap.add_argument_group("executor", "where the runs execute (overrides the parameters file's `executor:`)")
+    ex.add_argument("--executor", choices=KINDS, default=None,
+                    help="local: a process pool on this machine (default); slurm: one Slurm job per run, "
+                         "submitted with submitit; submitit-local: submitit's local executor (the Slurm code "
+                         "path, on this machine)")
+    ex.add_argument("--partition", default=None, help="Slurm partition of the jobs")
+    ex.add_argument("--gpus", type=int, default=None, dest="gpus_per_node", help="GPUs per job")
+    ex.add_argument("--cpus", type=int, default=None, dest="cpus_per_task",
+                    help="CPUs per job (default: the file's `threads`)")
+    ex.add_argument("--mem", type=float, default=None, dest="mem_gb", help="memory per job, GB")
+    ex.add_argument("--time", type=int, default=None, dest="timeout_min",
+                    help="time limit per job, minutes (default 240); a run stopped by it resumes "
+                         "from its last epoch when the same command is run again")
     ap.add_argument("--notebook", default=str(NOTEBOOK), help=argparse.SUPPRESS)
     ap.add_argument("--reports", default=str(REPORTS), help=argparse.SUPPRESS)
     ap.add_argument("--run-one", default=None, help=argparse.SUPPRESS)
@@ -56,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("tvolib").setLevel(logging.INFO)
     if args.run_one:
         return run_one(Path(args.run_one))
+    if args.rerun:
+        return rerun(args.rerun, args.runs_dir or "runs", args.cache_dir, args.every, Path(args.notebook))
     reports_dir = Path(args.reports)
     if args.compare:
         pa, pb = (plan(f, args.runs_dir, reports_dir) for f in args.compare)
@@ -78,7 +109,12 @@ def main(argv: list[str] | None = None) -> int:
         table = reports_dir / p.name / "table2.md"
         print(table.read_text() if table.exists() else "no finished runs")
         return 0
+    executor = p.executor.replace(kind=args.executor, partition=args.partition, gpus_per_node=args.gpus_per_node,
+                                  cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb, timeout_min=args.timeout_min)
+    executor.check("the command line")
     if args.dry_run:
+        if executor.kind != "local":
+            print(f"executor: {executor.describe()}")
         for name, man in p.manifests.items():
             print(f"{name}: {man['facts_text']}")
             for s, v in man["identical"].items():
@@ -87,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             classify(r, copy=False)
             print(f"  {r.label}: {r.state}{' (' + r.error + ')' if r.error else ''}")
         return 0
-    return 1 if execute(p, args.jobs, args.every, Path(args.notebook), reports_dir) else 0
+    return 1 if execute(p, args.jobs, args.every, Path(args.notebook), reports_dir, executor) else 0
 
 
 if __name__ == "__main__":

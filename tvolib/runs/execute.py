@@ -1,12 +1,15 @@
 """Running the runs of a plan: one child process per run (``python -m tvolib.runs --run-one``),
-``jobs`` at a time, each executing the run notebook with papermill.
+``jobs`` at a time, each executing the run notebook with papermill. The child runs in a local
+process, or in a job submitted with submitit (Slurm, or submitit's local executor:
+``tvolib.runs.executors``), which runs the same child command; the batch polls both alike.
 
 Each child holds ``<run_dir>/run.lock`` (``filelock``) while it runs, so a run in progress is never
 started twice: a second batch, or the same command again after its batch was killed alone, finds
 the lock held, leaves the run to its holder and says so. At most one run prepares its inputs at a
 time (they share the caches; ``prepared.json`` in the run folder says a run is done with them);
 training overlaps. A failed run is reported with its notebook, cell and error and the others go on.
-A batch's counts are of the runs it ran itself; runs another batch holds are named apart.
+A batch's counts are of the runs it ran itself; runs another batch holds are named apart. A child
+that finds its run finished once it holds the lock (a job queued twice, by two batches) leaves it.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from filelock import FileLock, Timeout
 from ..cache import atomic_write_json
 from .notebook import REPO, NotebookFailed, run_notebook
 from .artifacts import collect
+from .executors import ExecutorConfig, make_executor, submit
 from .identity import classify
 from .plan import NOTEBOOK, REPORTS, Plan, Run, write_manifests
 from .tables import write_tables
@@ -31,6 +35,7 @@ from .tables import write_tables
 log = logging.getLogger(__name__)
 LOCK = "run.lock"
 HELD = 75          # a child's exit status: another process holds the run's lock (EX_TEMPFAIL)
+FINISHED = 76      # a child's exit status: the run was finished by another process before it got the lock
 
 
 def lock_path(run_dir: Path) -> Path:
@@ -61,6 +66,10 @@ def run_one(launch: Path) -> int:
         log.error("%s is held by another process; not run here", lock_path(run.run_dir))
         return HELD
     try:
+        classify(run)               # finished meanwhile (a job queued by two batches)? then never again
+        if run.state == "skip":
+            log.info("%s was finished by another process meanwhile; not run again", run.run_dir)
+            return FINISHED
         try:
             rec = run_notebook(Path(spec["notebook"]), run.run_dir, run.params, REPO, html=False,
                                every=spec.get("every") or None)
@@ -75,6 +84,8 @@ def run_one(launch: Path) -> int:
 
 def _progress(run: Run) -> str:
     """``epoch 2/4 done (valid F1 80.10, 81.30)`` from the run's ``history.json``, else its state."""
+    if hasattr(run.proc, "queued") and run.proc.queued():
+        return f"queued (job {run.proc.job_id})"
     if not (run.run_dir / "prepared.json").exists():
         return "preparing inputs"
     try:
@@ -98,8 +109,15 @@ def _held_note(runs: list[Run]) -> str:
         f"{r.label} ({lock_path(r.run_dir)})" for r in held)
 
 
-def start(r: Run, notebook: Path, every: float) -> None:
-    """Start ``r``'s child process; state ``held`` (touching nothing) if another process runs it."""
+def child_env(r: Run) -> dict:
+    """What a run's child process gets beside the environment it starts in."""
+    return {"OMP_NUM_THREADS": str(r.params["num_threads"]), "MKL_NUM_THREADS": str(r.params["num_threads"]),
+            "PYTHONUNBUFFERED": "1"}
+
+
+def start(r: Run, notebook: Path, every: float, executor=None) -> None:
+    """Start ``r``'s child process, or submit it as a job to the submitit ``executor``; state
+    ``held`` (touching nothing) if another process runs it, ``failed`` if it cannot be submitted."""
     r.run_dir.mkdir(parents=True, exist_ok=True)
     if held_elsewhere(r.run_dir):
         r.state, r.error = "held", f"running in another process (lock {lock_path(r.run_dir)} is held), not run here"
@@ -110,12 +128,23 @@ def start(r: Run, notebook: Path, every: float) -> None:
     atomic_write_json(launch, {"dataset": r.dataset, "setting": r.setting, "seed": r.seed, "run_dir": str(r.run_dir),
                                "artifacts": str(r.artifacts), "identity": r.identity, "params": r.params,
                                "notebook": str(notebook), "every": every})
-    env = {**os.environ, "OMP_NUM_THREADS": str(r.params["num_threads"]),
-           "MKL_NUM_THREADS": str(r.params["num_threads"]), "PYTHONUNBUFFERED": "1"}
+    r.started = time.time()
+    if executor is not None:
+        try:
+            r.proc = submit(executor, f"tvo-{r.run_dir.parents[1].name}-{r.dataset}-{r.run_dir.name}", launch,
+                            r.run_dir / "run.log", REPO, child_env(r))
+        except Exception as e:                    # sbatch refused it (partition, time limit...)
+            r.state, r.error = "failed", f"not submitted: {type(e).__name__}: {str(e).strip()[:500]}"
+            return
+        atomic_write_json(launch, {**json.loads(launch.read_text()), "job_id": r.proc.job_id})
+        with open(r.run_dir / "run.log", "a") as f:
+            f.write(f"[runs] submitted as job {r.proc.job_id} (job output: {r.proc.job.paths.stdout})\n")
+        r.log_file, r.state = None, "running"
+        return
     r.log_file = open(r.run_dir / "run.log", "ab")
     r.proc = subprocess.Popen([sys.executable, "-m", "tvolib.runs", "--run-one", str(launch)], cwd=REPO,
-                              stdout=r.log_file, stderr=subprocess.STDOUT, env=env)
-    r.started, r.state = time.time(), "running"
+                              stdout=r.log_file, stderr=subprocess.STDOUT, env={**os.environ, **child_env(r)})
+    r.state = "running"
 
 
 def _failure(r: Run, code: int, notebook: Path = NOTEBOOK) -> str:
@@ -144,7 +173,8 @@ def _tables(exp_dir: Path) -> None:
 
 
 def _ended(r: Run, code: int, notebook: Path) -> None:
-    r.log_file.close()
+    if r.log_file:
+        r.log_file.close()
     if code == 0:
         r.state = "done"
         m = json.loads((r.artifacts / "metrics.json").read_text())
@@ -153,13 +183,18 @@ def _ended(r: Run, code: int, notebook: Path) -> None:
     elif code == HELD:
         r.state, r.error = "held", f"running in another process (lock {lock_path(r.run_dir)} is held), not run here"
         log.info("%s: %s", r.label, r.error)
+    elif code == FINISHED:
+        r.state, r.error = "skip", "finished by another process meanwhile, not run again"
+        log.info("%s: %s", r.label, r.error)
     else:
         r.state, r.error = "failed", _failure(r, code, notebook)
         log.error("FAILED %s: %s", r.label, r.error)
 
 
-def execute(p: Plan, jobs: int = 1, every: float = 30, notebook: Path = NOTEBOOK, reports_dir: Path = REPORTS) -> int:
-    """Run every todo run of ``p``, ``jobs`` at a time; returns the number of failed runs."""
+def execute(p: Plan, jobs: int = 1, every: float = 30, notebook: Path = NOTEBOOK, reports_dir: Path = REPORTS,
+            executor: ExecutorConfig | None = None) -> int:
+    """Run every todo run of ``p``, ``jobs`` at a time, in local processes or as submitit jobs
+    (``executor``, default the plan's); returns the number of failed runs."""
     write_manifests(p, reports_dir)
     for r in p.runs:
         classify(r)
@@ -172,11 +207,17 @@ def execute(p: Plan, jobs: int = 1, every: float = 30, notebook: Path = NOTEBOOK
             log.error("FAILED %s: %s", r.label, r.error)
         elif r.error.startswith("reused from"):
             log.info("%s: %s (same parameters)", r.label, r.error)
+    cfg, sub = executor or p.executor, None
+    if cfg.kind != "local" and todo:
+        cfg = cfg.replace(cpus_per_task=cfg.cpus_per_task or todo[0].params["num_threads"])
+        folder = Path(cfg.folder) if cfg.folder else p.root / "submitit"
+        sub = make_executor(cfg, folder)
+        log.info("runs go to %s; job scripts and output: %s", cfg.describe(), folder)
     running: list[Run] = []
     t0, last_live = time.time(), time.time()
 
     def status() -> str:
-        mine = [r for r in started if r.state != "held"]
+        mine = [r for r in started if r.state not in ("held", "skip")]
         done, failed = sum(r.state == "done" for r in mine), sum(r.state == "failed" for r in mine)
         return (f"this batch: {done + failed}/{len(mine) + len(todo)} runs ended ({done} done, {failed} failed), "
                 f"{len(running)} running, {len(todo)} waiting, {_clock(time.time() - t0)}{_held_note(p.runs)}")
@@ -197,13 +238,17 @@ def execute(p: Plan, jobs: int = 1, every: float = 30, notebook: Path = NOTEBOOK
                 if r.state != "todo":
                     log.info("%s: %s, not run", r.label, r.error or "finished meanwhile")
                     continue
-                start(r, notebook, every)
+                start(r, notebook, every, sub)
                 if r.state == "held":
                     log.info("%s: %s", r.label, r.error)
                     continue
-                running.append(r)
                 started.append(r)
-                log.info("start %s -> %s (log: %s)", r.label, r.run_dir, r.run_dir / "run.log")
+                if r.state == "failed":           # a job that could not be submitted
+                    log.error("FAILED %s: %s", r.label, r.error)
+                    continue
+                running.append(r)
+                job = f"; job {r.proc.job_id}" if sub else ""
+                log.info("start %s -> %s (log: %s%s)", r.label, r.run_dir, r.run_dir / "run.log", job)
             time.sleep(0.5)
             for r in list(running):
                 code = r.proc.poll()

@@ -22,8 +22,10 @@ from ..settings import configs
 from .artifacts import collect, reuse
 from .plan import ARTIFACTS, Run
 
-# what may differ between two runs that are the same run: where and how verbosely they ran
-REUSE_FREE = {"data": {"cache_dir"}, "train": {"output_dir", "resume", "progress", "num_threads", "eval_batch_size"}}
+# what may differ between two runs that are the same run: where and how verbosely they ran, and the
+# extra scoring after training (the missing-inputs figures)
+REUSE_FREE = {"data": {"cache_dir"}, "train": {"output_dir", "resume", "progress", "num_threads", "eval_batch_size",
+                                              "missing_inputs"}}
 
 
 def same_identity(a: dict, b: dict) -> bool:

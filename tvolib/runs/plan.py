@@ -15,6 +15,9 @@ A parameters file (YAML) has these keys (every other key is an error):
 ``recipe``      TrainConfig fields, plus ``max_length`` / ``max_train_samples`` / ``max_eval_samples``
 ``model``       other ModelConfig fields (``text_encoder``, sizes, ``gate_init``)
 ``threads``     torch threads per run (default 1)
+``executor``    where the runs execute: the local process pool (default) or Slurm jobs through
+                submitit, with partition, GPUs, time... (``tvolib.runs.executors``); the command
+                line's ``--executor``, ``--partition``... override it. Not part of any run's identity.
 
 Settings identical by construction on a dataset (``tvolib.settings.identical_settings``) are not
 run and are shown as such. Runs are ordered seed-major: every setting's first seed before any
@@ -27,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..cache import atomic_write_json
+from .executors import ExecutorConfig
 from .notebook import REPO
 from .params import check_no_secrets, load_params_file
 from ..settings import (data_config, dataset_facts, get_setting, identical_settings, model_config, split_recipe,
@@ -35,7 +39,7 @@ from ..settings import (data_config, dataset_facts, get_setting, identical_setti
 NOTEBOOK = REPO / "notebooks" / "07_run.ipynb"
 REPORTS = REPO / "reports" / "experiments"
 PARAM_KEYS = {"name", "runs_dir", "cache_dir", "datasets", "settings", "reference", "comparisons", "seeds",
-              "recipe", "model", "threads"}
+              "recipe", "model", "threads", "executor"}
 ARTIFACTS = ("metrics.json", "test_predictions.conll.gz", "provenance.json")
 
 
@@ -50,7 +54,7 @@ class Run:
     params: dict                            # the notebook's parameters
     state: str = "todo"                     # todo | skip | running | done | failed | held
     error: str = ""
-    proc: subprocess.Popen | None = None
+    proc: subprocess.Popen | None = None    # the child process, or its job (executors.Submitted)
     log_file: object = None                 # the child's stdout/stderr (run.log)
     started: float = 0.0
 
@@ -65,6 +69,8 @@ class Plan:
     params_file: str
     runs: list[Run]
     manifests: dict[str, dict] = field(default_factory=dict)   # dataset -> manifest.json
+    root: Path = Path("runs")                                   # <runs_dir>/<name>
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
 
 
 def load_experiment(path: str | Path) -> dict:
@@ -80,6 +86,8 @@ def load_experiment(path: str | Path) -> dict:
         raise SystemExit(f"{path}: missing key(s) {missing}")
     if not isinstance(cfg["datasets"], dict) or not all(isinstance(v, dict) for v in cfg["datasets"].values()):
         raise SystemExit(f"{path}: 'datasets' must map each dataset name to its DataConfig fields ({{}}: the sample)")
+    if cfg.get("executor") is not None and not isinstance(cfg["executor"], dict):
+        raise SystemExit(f"{path}: 'executor' must be a mapping (kind, partition, gpus_per_node, ...)")
     return cfg
 
 
@@ -112,6 +120,7 @@ def plan(path: str | Path, runs_dir: str | None = None, reports_dir: Path = REPO
     reference = cfg.get("reference") or next((s for s in settings if s != "text-only"), settings[0])
     comparisons = cfg.get("comparisons") or []
     _check_settings(path, settings, recipe, model, reference, comparisons)
+    executor = ExecutorConfig.from_mapping(cfg.get("executor"), str(path))
     root = Path(runs_dir or cfg.get("runs_dir") or "runs") / name
     cache_dir = str(cfg.get("cache_dir") or "cache")
     threads = int(cfg.get("threads") or 1)
@@ -142,7 +151,7 @@ def plan(path: str | Path, runs_dir: str | None = None, reports_dir: Path = REPO
                           "model": model, "cache_dir": cache_dir, "output_dir": str(run_dir), "num_threads": threads}
                 runs.append(Run(ds_name, setting, seed, run_dir, reports_dir / name / ds_name / run_name, identity, params))
     runs.sort(key=lambda r: seeds.index(r.seed))
-    return Plan(name, str(path), runs, manifests)
+    return Plan(name, str(path), runs, manifests, root, executor)
 
 
 def write_manifests(p: Plan, reports_dir: Path = REPORTS) -> None:

@@ -48,14 +48,15 @@ def finished_runs(folder: Path) -> tuple[dict, dict[str, dict[int, dict]]]:
     return man, runs
 
 
-def paired_delta(a: dict[int, dict], b: dict[int, dict], seeds: list[int], where: str, read) -> tuple[dict, dict]:
+def paired_delta(a: dict[int, dict], b: dict[int, dict], seeds: list[int], where: str, read,
+                 file_b: str = "test_predictions.conll.gz") -> tuple[dict, dict]:
     """ΔF1 = b − a on test over ``seeds`` (runs as in :func:`finished_runs`): the paired tweet
     bootstrap (every seed scored on each resample) and the t-interval over the per-seed deltas.
-    ``read`` maps a predictions file to (gold, predictions)."""
+    ``read`` maps a predictions file to (gold, predictions); ``file_b``: b's predictions file."""
     gold, pa, pb = None, [], []
     for sd in seeds:
         g_a, p_a = read(a[sd]["dir"] / "test_predictions.conll.gz")
-        g_b, p_b = read(b[sd]["dir"] / "test_predictions.conll.gz")
+        g_b, p_b = read(b[sd]["dir"] / file_b)
         if g_a != g_b or (gold is not None and gold != g_a):
             raise ValueError(f"{where} (seed {sd}) were scored on different test sets")
         gold = g_a
@@ -238,9 +239,81 @@ def table_markdown(t: dict) -> str:
     return "\n".join(lines)
 
 
+# the missing-inputs evaluation (tvolib.train): column, predictions file, what is left out
+CONDITIONS = (("all", "test_predictions.conll.gz", "nothing"),
+              ("no_knowledge", "test_predictions.no_knowledge.conll.gz", "knowledge"),
+              ("no_visual", "test_predictions.no_visual.conll.gz", "visual input"),
+              ("neither", "test_predictions.neither.conll.gz", "knowledge and visual input"))
+
+
+def missing_inputs_table(folder: Path, reference: str = "text-only") -> dict | None:
+    """Test F1 of every setting with its side inputs, and with the knowledge, the visual input or
+    both left out of every tweet (``metrics.json`` → ``missing_inputs``), and ΔF1 against
+    ``reference`` (which reads neither) under each condition, paired by seed, with the interval over
+    seeds and the paired tweet bootstrap. None when no run of ``folder`` has the figures."""
+    man, runs = finished_runs(folder)
+    ref = runs.get(reference, {})
+    rows = []
+    for s in man["settings"]:
+        got = {sd: r for sd, r in runs.get(s, {}).items()
+               if s == reference or r["metrics"].get("missing_inputs") is not None}
+        if not got:
+            continue
+        row = {"setting": s, "seeds": sorted(got), "cells": {}}
+        for cond, fname, _ in CONDITIONS:
+            def f1(r, c=cond):
+                if c == "all" or s == reference:
+                    return r["metrics"]["test"]["F1"]
+                m = (r["metrics"].get("missing_inputs") or {}).get(c)
+                return None if m is None else m["F1"]
+            seeds = [sd for sd in row["seeds"] if f1(got[sd]) is not None]
+            if not seeds:
+                continue
+            cell = {"seeds": seeds, "F1": [round(f1(got[sd]), 6) for sd in seeds]}
+            shared = sorted(set(seeds) & set(ref))
+            if s != reference and shared:
+                a = {sd: {"metrics": ref[sd]["metrics"], "dir": ref[sd]["dir"]} for sd in shared}
+                b = {sd: {"metrics": {"test": {"F1": f1(got[sd])}}, "dir": got[sd]["dir"]} for sd in shared}
+                boot, over = paired_delta(a, b, shared, f"{folder}: {s} ({cond}) and {reference}",
+                                          read_predictions, file_b=fname)
+                cell["delta"] = delta_record(boot, over)
+            row["cells"][cond] = cell
+        rows.append(row)
+    if not any(r["setting"] != reference and len(r["cells"]) > 1 for r in rows):
+        return None
+    return {"dataset": man["dataset"], "reference": reference, "recipe": man["recipe"], "rows": rows}
+
+
+def missing_inputs_markdown(t: dict) -> str:
+    lines = [f"## {t['dataset']}: side inputs left out at test time", "",
+             "Test F1 with every tweet's side inputs, and with the knowledge (the candidates stay), the visual "
+             "input (image, caption, objects) or both left out of every tweet, as a new tweet without them "
+             f"gets. ΔF1 = setting − `{t['reference']}` (which reads neither) on the seeds both ran; 95 % "
+             "intervals over seeds (t) and over test tweets (paired bootstrap); \"higher\"/\"lower\" only when "
+             "both intervals lie on one side of zero.", "",
+             "| setting | left out | seeds | F1 | ΔF1 per seed | mean ΔF1 | over seeds | over tweets | verdict |",
+             "|---|---|---|---:|---|---:|---|---|---|"]
+    for r in t["rows"]:
+        for cond, _, what in CONDITIONS:
+            c = r["cells"].get(cond)
+            if c is None or (r["setting"] == t["reference"] and cond != "all"):
+                continue
+            d = c.get("delta")
+            cells = ["reference", "", "", "", ""] if r["setting"] == t["reference"] else ["—"] * 5
+            if d:
+                verdict = "higher" if d["b_beats_a"] else "lower" if d["a_beats_b"] else "not shown"
+                cells = [", ".join(f"{x:+.2f}" for x in d["per_seed"]), f"{d['mean']:+.2f}", _ci(d["seed_ci95"]),
+                         _ci(d["tweet_ci95"]), verdict]
+            lines.append(f"| {r['setting']} | {what} | {','.join(map(str, c['seeds']))} | {_fmt_mean_sd(c['F1'])} | "
+                         + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def write_tables(exp_dir: Path) -> dict:
-    """``table2.md`` and ``table2.json`` of an experiment from every dataset folder in it."""
-    tables = [dataset_table(d) for d in sorted(exp_dir.glob("*")) if (d / "manifest.json").exists()]
+    """``table2.md`` and ``table2.json`` of an experiment from every dataset folder in it, and
+    ``missing_inputs.{md,json}`` where its runs were also scored with side inputs left out."""
+    folders = [d for d in sorted(exp_dir.glob("*")) if (d / "manifest.json").exists()]
+    tables = [dataset_table(d) for d in folders]
     out = {"experiment": exp_dir.name, "tables": tables}
     if tables:
         atomic_write_json(exp_dir / "table2.json", out)
@@ -248,6 +321,12 @@ def write_tables(exp_dir: Path) -> dict:
               "mean ± sample std over seeds", ""]
         md += [table_markdown(t) + "\n" for t in tables]
         atomic_write_text(exp_dir / "table2.md", "\n".join(md))
+    missing = [t for t in (missing_inputs_table(d) for d in folders) if t is not None]
+    if missing:
+        atomic_write_json(exp_dir / "missing_inputs.json", {"experiment": exp_dir.name, "tables": missing})
+        atomic_write_text(exp_dir / "missing_inputs.md",
+                          f"# Experiment `{exp_dir.name}`: side inputs left out at test time\n\n"
+                          + "\n\n".join(missing_inputs_markdown(t) for t in missing) + "\n")
     return out
 
 

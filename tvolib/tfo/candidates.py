@@ -19,8 +19,11 @@ tagger's records are reused when their weights hash is the saved tagger's; a fol
 so its records are reused when its config hash and training-tweets hash match. Another tweet under
 the same id (other tokens) is predicted again. Records without a tagger and a config hash, put
 there by hand, are kept as given. Records are grouped by the tagger that makes them (fold f, or
-"all"); an interrupted run retrains only the fold groups that still have missing tweets, and a
-complete cache makes a re-run do no work. Training itself is not checkpointed.
+"all"). A group is tagged in length-sorted batches, and a tweet's logits depend (in their last
+bits) on the other tweets of its batch, so a group's records are made whole and carry a hash of
+its members: an interrupted run, or a quick run on a subset, never leaves part of a group to
+another set of tweets; a group with missing records is made again whole, and a complete cache
+makes a re-run do no work. Training itself is not checkpointed.
 
 The full tagger is kept in its folder (``tvolib.tfo.tagger.tagger_dir``, ``build_tagger``). Several
 processes sharing a cache folder build each thing once: ``make_candidates`` holds
@@ -92,20 +95,21 @@ def make_candidates(ds, cache_path: str | Path, cfg: TaggerConfig | None = None,
             path = tagger_dir(cache_path.parent, cfg, fit_on) if g == "all" else None
             saved = read_tagger_info(path) if path is not None else None
 
+            members = stable_hash([t.id for t in groups[g]], n=12)     # tagged in batches: a group is made whole
+
             def find(t: Tweet) -> dict | None:
                 rec = (cache.get(f"{saved['weights_hash']}|{t.id}") if saved else None) if g == "all" \
                     else by_recipe.get((th, t.id))
+                if rec is not None and "tagger" in rec and rec.get("members") != members:
+                    rec = None
                 return rec if reusable(t, rec) else by_hand(t)
 
-            todo = []
-            for t in groups[g]:
-                rec = find(t)
-                if rec is None:
-                    todo.append(t)
-                else:
-                    out[t.id] = rec
-            if not todo:
+            found = {t.id: find(t) for t in groups[g]}
+            if all(r is not None for r in found.values()):
+                out.update(found)
                 continue
+            todo = [t for t in groups[g] if found[t.id] is None or "tagger" in found[t.id]]
+            out.update({i: r for i, r in found.items() if r is not None and "tagger" not in r})
             log.info("candidate tagger [%s]: %s on %d tweets, predicting %d", g,
                      "loading the one trained" if saved else "training",
                      min(len(fit_on), cfg.max_train_samples or len(fit_on)), len(todo))
@@ -122,7 +126,7 @@ def make_candidates(ds, cache_path: str | Path, cfg: TaggerConfig | None = None,
                     "candidates": [" ".join(t.tokens[s:e]) for s, e in spans],
                     "source": "tagger", "model": model.name, "fold": g, "epochs": cfg.epochs,
                     "k_folds": k, "config_hash": chash, "tokens_hash": tokens_hash(t.tokens),
-                    "tagger": wh, "train_hash": th})
+                    "tagger": wh, "train_hash": th, "members": members})
             del model
     return {t.id: out[t.id] for t in ds.all()}
 

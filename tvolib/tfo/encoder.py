@@ -18,17 +18,16 @@ Template (section 4.1), with the tokenizer's own special tokens (``[CLS]``/``[SE
 """
 from __future__ import annotations
 
+import json
 import math
 import warnings
+from pathlib import Path
 
 import torch
 from torch import nn
+from transformers import AutoModel, AutoTokenizer
 
 from ..weights import resolve_text_encoder
-import json
-from pathlib import Path
-from transformers import AutoTokenizer
-from transformers import AutoModel
 
 
 BPE_MODEL_TYPES = ("roberta", "xlm-roberta", "deberta", "deberta-v2", "gpt2", "bart", "longformer", "mpnet")

@@ -7,13 +7,16 @@ the model reads. Two caches under ``res.dataset_cache``:
 * ``candidates.jsonl`` — one record per tweet. Training: ``tvolib.tfo.candidates.make_candidates``
   (k-fold on train, the full tagger on valid/test; trained only when tweets are missing). Prediction
   (a ``tagger`` is given, the checkpoint's): keyed by the tagger's weights hash and the tweet's id.
-* ``knowledge.jsonl`` — one record per (source, settings, tweet), key
-  ``"<source>|<settings>|<IMGID>"``: for every candidate the query, the retrieved passages (title,
-  source, score, match) and the kept sentences with their relevance scores. ``settings`` hashes the
-  filter settings, k and the source's identity (for per-tweet files, their content), so two sources
-  of one kind (e.g. PGIM's texts with and without type labels) keep their own records side by side.
-  A record is reused only when its candidates match; otherwise it is recomputed and appended (the
-  last record of a key wins).
+* ``knowledge.jsonl`` — one record per (source, settings, set of tweets, tweet), key
+  ``"<source>|<settings>|<members>|<IMGID>"``: for every candidate the query, the retrieved passages
+  (title, source, score, match) and the kept sentences with their relevance scores. ``settings``
+  hashes the filter settings, k and the source's identity (for per-tweet files, their content), so two
+  sources of one kind (e.g. PGIM's texts with and without type labels) keep their own records side by
+  side. ``members`` hashes the tweets computed together (ids, texts, candidates): sentence embeddings
+  are shared between the tweets of a set and depend on the batch they were computed in, so the
+  records of a set are made whole, in its order, from no embedding; a set with any record missing
+  (an interrupted build) is made again whole, and a quick run's subset never lends its records to
+  the full set.
 
 Knowledge sources (``res.knowledge``): ``"local"`` (the base ``res.kb``, built once from
 ``res.kb_inputs``), ``"wikipedia"`` (live, cached in ``res.wiki_cache``), ``"tweet_files"``
@@ -80,20 +83,21 @@ def retrieve(ds, cache_path: str | Path, candidates, source: KnowledgeSource, fi
     cache = JsonlCache(cache_path, key="key")
     settings = stable_hash(filt_cfg.hash(), k, _source_id(source))
     tweets = ds.all()
-    out, todo = {}, []
+    # the tweets computed together: a sentence embedded for one tweet is reused by the next ones,
+    # and an embedding depends on its batch, so records are made for the whole set in its order
+    members = stable_hash([(t.id, t.text, candidates[t.id]["candidates"]) for t in tweets], n=12)
+    out = {}
     for t in tweets:
-        rec = cache.get(f"{source.name}|{settings}|{t.id}")
-        if rec is None:         # a record written before the key carried the settings
-            rec = cache.get(f"{source.name}|{t.id}")
-            rec = rec if rec is not None and rec.get("settings") == settings else None
+        rec = cache.get(f"{source.name}|{settings}|{members}|{t.id}")
         if rec is None or rec.get("candidates") != candidates[t.id]["candidates"]:
-            todo.append(t)
-        else:
-            out[t.id] = rec
-    if not todo:
+            break
+        out[t.id] = rec
+    else:
         return out
     filt = filt or RelevanceFilter(cfg=filt_cfg)
-    for t in tqdm(todo, desc=f"knowledge ({source.name})", disable=not progress):
+    filt.forget()                                   # the set starts from no embedding, as a fresh process
+    out = {}
+    for t in tqdm(tweets, desc=f"knowledge ({source.name})", disable=not progress):
         cands = candidates[t.id]["candidates"]
         items = []
         if cands:
@@ -106,10 +110,11 @@ def retrieve(ds, cache_path: str | Path, candidates, source: KnowledgeSource, fi
                               "passages": [{"title": p.title, "source": p.source, "score": p.score,
                                             "match": p.match} for p in ps],
                               "kept": kept, "knowledge": " ".join(s["text"] for s in kept)})
-        rec = {"key": f"{source.name}|{settings}|{t.id}", "id": t.id, "split": t.split, "source": source.name,
-               "source_id": _source_id(source), "candidates": cands, "items": items,
-               "settings": settings, "filter": {"threshold": filt_cfg.threshold, "budget": filt_cfg.budget,
-                                                "encoder": filt_cfg.encoder, "k": k}}
+        rec = {"key": f"{source.name}|{settings}|{members}|{t.id}", "id": t.id, "split": t.split,
+               "source": source.name, "source_id": _source_id(source), "candidates": cands, "items": items,
+               "settings": settings, "members": members,
+               "filter": {"threshold": filt_cfg.threshold, "budget": filt_cfg.budget, "encoder": filt_cfg.encoder,
+                          "k": k}}
         cache.append(rec)
         out[t.id] = rec
     return out
@@ -117,10 +122,12 @@ def retrieve(ds, cache_path: str | Path, candidates, source: KnowledgeSource, fi
 
 def tag_candidates(tweets, tagger: CandidateTagger, tagger_info: dict, cache_path: Path) -> dict[str, dict]:
     """Candidates of new tweets from a trained tagger (a checkpoint's), cached by the tagger's
-    weights hash and the tweet id (prediction ids are content hashes): ``{tweet id: record}``."""
+    weights hash, the set of tweets tagged together (tagged in batches, so made whole) and the tweet
+    id (prediction ids are content hashes): ``{tweet id: record}``."""
     tag_id = tagger_info.get("weights_hash") or stable_hash(tagger_info)
+    tag_id = f"{tag_id}|{stable_hash([t.id for t in tweets], n=12)}"
     cache = JsonlCache(cache_path, key="key")
-    todo = [t for t in tweets if f"{tag_id}|{t.id}" not in cache]
+    todo = list(tweets) if any(f"{tag_id}|{t.id}" not in cache for t in tweets) else []
     if todo:
         tcfg = tagger_info.get("config", {})
         spans = tagger.predict([t.tokens for t in todo], tcfg.get("eval_batch_size", 64), tcfg.get("max_length", 128))

@@ -63,6 +63,10 @@ class RelevanceFilter:
         self.encoder = encoder or SentenceEncoder(self.cfg.encoder)
         self._emb: dict[str, torch.Tensor] = {}       # sentence → embedding (passages repeat a lot)
 
+    def forget(self) -> None:
+        """Drop the remembered embeddings (a new set of tweets starts from none)."""
+        self._emb.clear()
+
     def embed(self, texts: list[str]) -> torch.Tensor:
         """Embeddings of ``texts``, computing only those not seen before (one batch)."""
         todo = list(dict.fromkeys(t for t in texts if t not in self._emb))

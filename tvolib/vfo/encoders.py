@@ -16,6 +16,12 @@
   with a learned linear layer trained by the NER loss.
 
 Both encoders are frozen: features are computed once (``torch.no_grad``) and only read afterwards.
+
+A row computed in a batch depends, in its last bits, on the other rows of the batch (their
+padding and the kernels chosen for the batch's shape), so a cache file holds the rows of one input
+set, computed whole and in its order (``set_file``): the same set always gets the same bits, whether
+the cache was fresh, filled by a quick run on a subset first, or interrupted (a partial file is
+recomputed whole).
 """
 from __future__ import annotations
 
@@ -126,6 +132,12 @@ class ImageEncoder:
         return torch.cat(out) if out else torch.zeros(0, self.dim)
 
 
+def set_file(cache_path: str | Path, members) -> Path:
+    """The cache file of one input set: ``<stem>-<hash of the members, in order><suffix>``."""
+    p = Path(cache_path)
+    return p.with_name(f"{p.stem}-{stable_hash(list(members), n=12)}{p.suffix}")
+
+
 def _progress(it, total: int, desc: str, progress: bool):
     if not progress:
         return it
@@ -147,8 +159,9 @@ def extract_image_features(items: Iterable[tuple[str, str | Path | None]], cache
     """
     t0 = time.perf_counter()
     items = list(dict.fromkeys((str(k), p) for k, p in items))
-    cache = FeatureCache(cache_path, metadata=metadata)
-    todo = [(k, p) for k, p in items if k not in cache]
+    cache = FeatureCache(set_file(cache_path, [(k, str(p) if p is not None else None) for k, p in items]),
+                         metadata=metadata)
+    todo = list(items) if any(k not in cache for k, _ in items) else []       # a set is computed whole
     stats = {"computed": 0, "cached": len(items) - len(todo), "missing": 0, "status": {}}
     if todo:
         enc = encoder if isinstance(encoder, ImageEncoder) else None   # built on the first image
@@ -195,15 +208,11 @@ def extract_image_features(items: Iterable[tuple[str, str | Path | None]], cache
 def extract_text_features(texts: dict[str, str], cache_path: str | Path,
                           encoder: "object | Callable[[], object]", kind: str = "caption",
                           batch_size: int = 64, progress: bool = False) -> tuple[FeatureCache, dict]:
-    """Sentence embeddings of ``{key: text}`` into a safetensors cache (an empty text: masked row).
-
-    The cache records a hash of each text set's content in its metadata only for provenance; a key
-    whose text changed must be recomputed by deleting the file (the text files are inputs, not
-    outputs of this stage).
-    """
+    """Sentence embeddings of ``{key: text}`` into a safetensors cache (an empty text: masked row),
+    one file per set of texts (``set_file``: another text under a key is another set)."""
     t0 = time.perf_counter()
-    cache = FeatureCache(cache_path)
-    todo = [k for k in texts if str(k) not in cache]
+    cache = FeatureCache(set_file(cache_path, [(str(k), v) for k, v in texts.items()]))
+    todo = list(texts) if any(str(k) not in cache for k in texts) else []     # a set is computed whole
     stats = {"computed": 0, "cached": len(texts) - len(todo)}
     if todo:
         enc = encoder() if callable(encoder) and not hasattr(encoder, "encode") else encoder

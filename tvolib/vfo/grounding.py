@@ -43,6 +43,7 @@ from ..cache import FeatureCache, JsonlCache, stable_hash
 from ..images import load_image, usable
 from ..io import DataFormatError, iter_jsonl
 from ..weights import ResourceMissing
+from .encoders import set_file
 from .encoders import EMPTY, ImageEncoder
 
 
@@ -241,10 +242,12 @@ def object_features(items: dict[str, tuple[str | Path | None, list[dict]]], cach
     The feature cache remembers the boxes each row was made from (a hash per IMGID in the file's
     metadata) and recomputes rows whose boxes changed."""
     t0 = time.perf_counter()
-    cache = FeatureCache(cache_path)
-    made_from = json.loads(cache.metadata.get("boxes_hashes", "{}"))
     want = {k: stable_hash([b["box"] for b in boxes]) for k, (_, boxes) in items.items()}
-    todo = [k for k in items if k not in cache or made_from.get(k) != want[k]]
+    # crops of several images share a batch: one file per set of (image, boxes), computed whole
+    cache = FeatureCache(set_file(cache_path, [(k, str(items[k][0]) if items[k][0] is not None else None, want[k])
+                                              for k in items]))
+    made_from = json.loads(cache.metadata.get("boxes_hashes", "{}"))
+    todo = list(items) if any(k not in cache or made_from.get(k) != want[k] for k in items) else []
     n_crops = 0
     if todo:
         enc = encoder() if not isinstance(encoder, ImageEncoder) else encoder

@@ -83,8 +83,10 @@ class VisualFeatures:
         """``feats_dims`` for ``VisualFeatureOptimizer``."""
         return {"image": self.d_v, "caption": self.d_caption}
 
-    def batch(self, ids, device=None) -> dict[str, torch.Tensor]:
-        """The ``visual`` dict of ``VisualFeatureOptimizer.forward`` for these tweets."""
+    def batch(self, ids, device=None, withheld=None) -> dict[str, torch.Tensor]:
+        """The ``visual`` dict of ``VisualFeatureOptimizer.forward`` for these tweets. ``withheld``:
+        ids (or ``True`` for all) whose visual input is left out, exactly as for a tweet with neither
+        image nor caption (no global feature, no object; the model falls back on the text)."""
         try:
             rows = torch.tensor([self.index[str(i)] for i in ids], dtype=torch.long)
         except KeyError as e:
@@ -92,10 +94,16 @@ class VisualFeatures:
                            f"visual_features)") from None
         gk = torch.tensor([GLOB_CODES[self.glob_kind[r]] for r in rows.tolist()], dtype=torch.long)
         ok = torch.tensor([OBJ_CODES[self.obj_kind[r]] for r in rows.tolist()], dtype=torch.long)
+        obj_mask = self.obj_mask[rows]
+        if withheld:
+            gone = torch.tensor([withheld is True or i in withheld for i in ids], dtype=torch.bool)
+            gk = gk.masked_fill(gone, GLOB_NONE)
+            ok = ok.masked_fill(gone, OBJ_NONE)
+            obj_mask = obj_mask & ~gone.view(-1, *([1] * (obj_mask.dim() - 1)))
         out = {"glob_image": self.glob[rows], "glob_caption": self.glob_caption[rows],
                "glob_kind": gk, "glob_mask": gk != GLOB_NONE,
                "obj_image": self.obj[rows], "obj_text": self.obj_text[rows],
-               "obj_kind": ok, "obj_mask": self.obj_mask[rows]}
+               "obj_kind": ok, "obj_mask": obj_mask}
         return {k: v.to(device) for k, v in out.items()} if device is not None else out
 
 
@@ -313,7 +321,7 @@ def _phrases(ds, side: SideInputs, llm_cfg, cache_dir: Path, ids, usable_ids, ca
     if isinstance(side.phrases, dict):
         for k in ids:
             if k not in pc and k in side.phrases:
-                rec = dict(side.phrases[k])
+                rec = dict(side.phrases[k], imgid=k)        # keyed as the dataset is (prediction: internal ids)
                 rec.setdefault("source", "file")
                 rec["file"] = side.phrases_file
                 pc.append(rec)

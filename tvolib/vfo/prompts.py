@@ -2,8 +2,9 @@
 no client (the requests: ``tvolib.vfo.llm``).
 
 ``caption_messages`` / ``phrase_messages`` build the chat messages; ``parse_caption`` /
-``parse_phrases`` turn an answer into a caption or a list of phrases, raising ``ParseError`` when an
-answer says nothing usable (the caller asks again).
+``parse_phrases`` turn an answer into a caption or a list of phrases, raising ``ParseError`` (shared
+with the other LLM stages: ``tvolib.llm_client``) when an answer says nothing usable (the caller asks
+again).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import re
 from PIL import Image
 
 from ..cache import stable_hash
+from ..llm_client import ParseError
 
 # ---------------------------------------------------------------- Appendix A prompts (verbatim)
 # "#I is the visual embeddings of the given image": over the chat API the image is sent as a data
@@ -72,10 +74,6 @@ def phrase_messages(text: str, caption: str) -> list[dict]:
 
 
 # ---------------------------------------------------------------- parsing
-class ParseError(ValueError):
-    """An LLM answer with no recognisable list of phrases."""
-
-
 _EMPTY_ANSWERS = re.compile(r"^\W*(none|nothing|no (relevant )?(entities|objects)( found)?|n/?a|"
                             r"empty( list)?|\[\s*\])\W*$", re.I)
 _BULLET = re.compile(r"^\s*(?:[-*•‣◦]|\d+[.)]|\(\d+\))\s+(.+?)\s*$")

@@ -1,4 +1,4 @@
-"""Knowledge sources for candidate entities (section 4.1): one interface, three back-ends.
+"""Knowledge sources for candidate entities (section 4.1): one interface, four back-ends.
 
 ``KnowledgeSource.lookup(query, k, tweet_id=None) -> list[Passage]`` — a candidate string in,
 ranked passages (title, text, source, score) out.
@@ -20,14 +20,19 @@ ranked passages (title, text, source, score) out.
   "aux"}``), keyed by IMGID: the LLM-knowledge setting of peer work. ``lookup`` needs the tweet id;
   it returns the sentences of the tweet's text that mention the candidate, or the whole text when
   none does (the relevance filter then picks sentences).
+* ``LLMKnowledgeSource`` — the same per-tweet texts for new tweets, asked of an OpenAI-compatible
+  endpoint with a PGIM-style prompt (``llm_texts``): cached by content and prompt, faults retried,
+  failures recorded, nothing invented.
 """
 from __future__ import annotations
 
 from .base import KnowledgeSource, Passage, camel_split, clean_query, fts_terms, title_variants
 from .cli import main
+from .llm_texts import LLMKnowledgeSource, knowledge_client, knowledge_messages, parse_knowledge
 from .local_kb import LocalKB, build_kb, iter_records
 from .tweet_files import TweetFileSource
 from .wikipedia import WikipediaConfig, WikipediaSource
 
 __all__ = ["KnowledgeSource", "Passage", "camel_split", "clean_query", "fts_terms", "title_variants", "main",
+           "LLMKnowledgeSource", "knowledge_client", "knowledge_messages", "parse_knowledge",
            "LocalKB", "build_kb", "iter_records", "TweetFileSource", "WikipediaConfig", "WikipediaSource"]
