@@ -20,6 +20,7 @@ from tvolib.llm_client import LLMClient, LLMConfig, ParseError
 from tvolib.tfo.knowledge import LLMKnowledgeSource, knowledge_client, knowledge_messages, parse_knowledge
 from tvolib.tfo.knowledge.llm_texts import KNOWLEDGE_EXAMPLES, KNOWLEDGE_PROMPT_HASH, NO_CAPTION
 from tvolib.weights import ResourceMissing
+from test_vfo_llm import send_json
 
 KEY = "sk-test-SECRET-0123456789"
 
@@ -53,17 +54,7 @@ class FakeLLM:
                 pass
 
             def _send(self, code, body: dict, headers=()):
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                for k, v in headers:
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                try:
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
+                send_json(self, code, json.dumps(body).encode(), headers)
 
             def do_POST(self):
                 req = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))

@@ -30,6 +30,20 @@ def expected_phrases(text: str) -> list[str]:
     return [] if "unrelated" in words else [f"{w} object" for w in words[:2]]
 
 
+def send_json(handler, code: int, body: bytes, headers=()) -> None:
+    """One JSON reply of a fake OpenAI-compatible server (a client that gave up is ignored)."""
+    handler.send_response(code)
+    handler.send_header("Content-Type", "application/json")
+    for k, v in headers:
+        handler.send_header(k, v)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    try:
+        handler.wfile.write(body)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+
+
 class FakeLLM:
     """A chat-completions server. ``faults``: probabilities of each fault per request."""
 
@@ -47,16 +61,7 @@ class FakeLLM:
                 pass
 
             def _send(self, code, body: bytes, headers=()):
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                for k, v in headers:
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                try:
-                    self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
+                send_json(self, code, body, headers)
 
             def do_POST(self):
                 n = int(self.headers.get("Content-Length", 0))
