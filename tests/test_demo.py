@@ -34,15 +34,21 @@ def results(ts):
 class FakeModel:
     """Tags every capitalised token as a one-token PER (or fails, to show the error path)."""
 
-    def __init__(self, fail=False):
-        self.fail, self.seen = fail, []
+    def __init__(self, fail=False, side=None, without=None):
+        self.fail, self.seen, self.side, self.without = fail, [], side, without
 
-    def predict(self, tweets, diagnostics=True):
+    def predict(self, tweets, diagnostics=True, without_side_inputs=False):
         if self.fail:
             raise RuntimeError("no train.txt for the candidate tagger")
         self.seen += [t.id for t in tweets]
-        return [{"labels": ["B-PER" if w[:1].isupper() else "O" for w in t.tokens], "gate": 0.9,
-                 "fusion_weights": [0.1, 0.6, 0.3]} for t in tweets]
+        out = [{"labels": ["B-PER" if w[:1].isupper() else "O" for w in t.tokens], "gate": 0.9,
+                "fusion_weights": [0.1, 0.6, 0.3]} for t in tweets]
+        for r in out:
+            if self.side is not None:
+                r["side_inputs"] = self.side
+            if without_side_inputs:
+                r["without_side_inputs"] = {"labels": self.without(r["labels"]) if self.without else r["labels"]}
+        return out
 
 
 def parts(box):
@@ -104,6 +110,31 @@ def test_typed_tweet_is_tagged_by_every_model():
     assert len(models["text-only"].seen) == n and "Obama" in out.value
     text.value = "   "
     assert "type a tweet first" in out.value
+
+
+def test_typed_tweet_says_its_side_inputs_and_the_tags_without_them_where_they_differ():
+    knows = FakeModel(side={"knowledge": [1, 2], "image": False, "caption": False},
+                      without=lambda labels: ["O"] * len(labels))      # nothing found without knowledge
+    same = FakeModel(side={"knowledge": [0, 1], "image": None, "caption": None})
+    box = demo.typed_tweet_box({"TVOMNER": knows, "tvomner-wiki": same, "text-only": FakeModel()})
+    text, _ = box.children[1].children
+    text.value = "Kevin Durant scores 35 in Boston"
+    out = box.children[2].value
+    assert "side inputs: knowledge for 1 of 2 candidates, no image or caption" in out
+    assert "TVOMNER, without side inputs:" in out and out.count("tvomner-typed-without") == 1
+    assert "side inputs: knowledge for 0 of 1 candidate; the same tags without them" in out
+    assert out.count("tvomner-typed-side") == 2      # text-only reads nothing beside the words
+    assert "side inputs" in box.children[0].value
+
+
+def test_side_inputs_text():
+    assert demo.side_inputs_text({"side_inputs": {"knowledge": [0, 0], "image": True, "caption": False}}) == \
+        "side inputs: no candidate, so no knowledge, an image"
+    assert demo.side_inputs_text({"side_inputs": {"knowledge": [2, 2], "image": False, "caption": True},
+                                  "knowledge_note": "no knowledge: no endpoint configured"}) == \
+        "side inputs: knowledge for 2 of 2 candidates, a caption (no knowledge: no endpoint configured)"
+    assert demo.side_inputs_text({"side_inputs": {"knowledge": None, "image": None, "caption": None}}) is None
+    assert demo.side_inputs_text({}) is None
 
 
 def test_typed_tweet_error_is_shown_in_the_widget():

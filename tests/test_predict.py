@@ -76,6 +76,12 @@ def test_cli_predict_json_and_conll(trained, tmp_path):
     tw = read_conll(tmp_path / "o.conll")
     assert [t.tokens for t in tw] == [r["tokens"] for r in res]
     assert [t.labels for t in tw] == [r["labels"] for r in res]
+    assert main(["predict", "--checkpoint", str(ckpt), "--input", str(inp), "--without_side_inputs",
+                 "--output", str(tmp_path / "w.json")]) == 0
+    w = json.loads((tmp_path / "w.json").read_text())
+    assert [r["labels"] for r in w] == [r["labels"] for r in res] and "without_side_inputs" not in res[0]
+    assert [len(r["without_side_inputs"]["labels"]) for r in w] == [7, 2]
+    assert w[0]["side_inputs"] == {"knowledge": None, "image": None, "caption": None}   # reads neither
 
 
 def test_cli_predict_reads_jsonl_tab_and_label_less_conll(trained, tmp_path, capsys):
@@ -343,6 +349,30 @@ def test_tweet_files_checkpoint_without_knowledge_says_so_with_the_coverage(text
     from tvolib.data import Tweet
     out = p.predict([Tweet("7", ["Obama", "speaks"], ["O", "O"])], knowledge_file=kf)
     assert "politician" in out[0]["candidates"][0]["knowledge"]
+
+
+def test_tags_without_side_inputs_are_those_of_the_tweet_without_knowledge(text_checkpoint_with_candidates,
+                                                                           tmp_path, monkeypatch):
+    """``without_side_inputs``: the second pass reads exactly what a tweet with no knowledge reads."""
+    from tvolib.predict import Predictor
+    p = Predictor.from_checkpoint(text_checkpoint_with_candidates, cache_dir=str(tmp_path / "pc"))
+    p.model_cfg = dataclasses.replace(p.model_cfg, knowledge_source="tweet_files")
+    p.data_cfg = dataclasses.replace(p.data_cfg, knowledge_file=None)
+    p.tagger = (CapitalisedTagger(), {"weights_hash": "capitalised"})
+    kf = tmp_path / "k.jsonl"
+    kf.write_text(json.dumps({"split": "test", "imgid": "7", "aux": "Obama is a politician."}) + "\n")
+    read, run = [], Predictor.run
+    monkeypatch.setattr(Predictor, "run", lambda self, ex, *a: read.append([e["input_ids"] for e in ex]) or run(self, ex, *a))
+    from tvolib.data import Tweet
+    tweet = Tweet("7", ["Obama", "speaks"], ["O", "O"])
+    r = p.predict([tweet], knowledge_file=kf, without_side_inputs=True)[0]
+    assert r["side_inputs"] == {"knowledge": [1, 1], "image": None, "caption": None}
+    assert len(read) == 2 and read[0] != read[1]            # with the knowledge, then without it
+    assert r["without_side_inputs"]["labels"] == p.predict([Tweet("8", ["Obama", "speaks"], ["O", "O"])],
+                                                           knowledge_file=kf)[0]["labels"]
+    assert read[2] == read[1]                                # tweet 8 has no knowledge: the same input
+    assert p.predict([tweet], knowledge_file=kf)[0]["side_inputs"]["knowledge"] == [1, 1]
+    assert "without_side_inputs" not in p.predict([tweet], knowledge_file=kf)[0]
 
 
 def test_bad_inputs_name_file_and_line(tmp_path, trained):

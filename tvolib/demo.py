@@ -74,10 +74,50 @@ def typed_tweet(text: str) -> Tweet:
 
 
 def tag_text(models: dict, text: str) -> tuple[Tweet, dict[str, list[dict]]]:
-    """Tag one typed tweet with every model: ``(tweet, {model name: [result]})`` (no image: the full
-    model falls back on the text through its gate)."""
+    """Tag one typed tweet with every model: ``(tweet, {model name: [result]})``, each result with
+    the side inputs the tweet had and the tags without them (``Predictor.predict``'s
+    ``without_side_inputs``). No image: the full model falls back on the text through its gate."""
     tweet = typed_tweet(text)
-    return tweet, {name: pred.predict([tweet], diagnostics=True) for name, pred in load_models(models).items()}
+    return tweet, {name: pred.predict([tweet], diagnostics=True, without_side_inputs=True)
+                   for name, pred in load_models(models).items()}
+
+
+def side_inputs_text(r: dict) -> str | None:
+    """What a tweet had beside its words, in words (None: the model reads nothing beside them)."""
+    side = r.get("side_inputs") or {}
+    parts = []
+    if side.get("knowledge") is not None:
+        have, cands = side["knowledge"]
+        parts.append(f"knowledge for {have} of {cands} candidate{'s' * (cands != 1)}" if cands
+                     else "no candidate, so no knowledge")
+    if side.get("image") is not None:
+        parts.append("an image" if side["image"] else "a caption" if side.get("caption") else "no image or caption")
+    if not parts:
+        return None
+    note = r.get("knowledge_note")
+    return "side inputs: " + ", ".join(parts) + (f" ({note})" if note else "")
+
+
+def typed_html(tweet: Tweet, results: dict[str, list[dict]]) -> str:
+    """A typed tweet: each model's spans, the side inputs it had, and its spans without them where
+    they differ (the gate and ω as in ``case_html``)."""
+    rows = [html.escape(" ".join(tweet.tokens))]
+    for name, res in results.items():
+        r = res[0]
+        rows.append(f"<i>{html.escape(name)}:</i> {spans_html(tweet.tokens, r['labels'])}")
+        if r.get("gate") is not None or r.get("fusion_weights") is not None:
+            rows.append(f'<span style="font-size:11px;color:#444">{_bars(r.get("fusion_weights"), r.get("gate"))}</span>')
+        said = side_inputs_text(r)
+        if said is None:
+            continue
+        bare = (r.get("without_side_inputs") or {}).get("labels")
+        same = bare is None or entity_spans(bare) == entity_spans(r["labels"])
+        rows.append(f'<span class="tvomner-typed-side" style="font-size:11px;color:#444">{html.escape(said)}'
+                    + ("; the same tags without them" if same and bare is not None else "") + "</span>")
+        if not same:
+            rows.append(f'<span class="tvomner-typed-without">&nbsp;&nbsp;<i>{html.escape(name)}, without side '
+                        f'inputs:</i> {spans_html(tweet.tokens, bare)}</span>')
+    return f"<div style='text-align:left'>{'<br>'.join(rows)}</div>"
 
 
 def spans_all_right(tweet: Tweet, labels: Sequence[str]) -> bool:
@@ -222,7 +262,7 @@ def typed_tweet_box(models: dict):
             if not loaded:
                 loaded.update(load_models(models))
             tweet, res = tag_text(loaded, text.value)
-            view.value = case_html(tweet, res, 0, gold=False, image=False)
+            view.value = typed_html(tweet, res)
             tagged["text"] = text.value
         except Exception as e:   # shown in the widget: a callback's exception is otherwise invisible
             view.value = f'<span style="color:#b00">{html.escape(type(e).__name__)}: {html.escape(str(e))}</span>'
@@ -233,7 +273,9 @@ def typed_tweet_box(models: dict):
     text.observe(run, "value")        # Enter (continuous_update=False) tags too
     for w, name in ((text, "text"), (go, "go"), (view, "view")):
         w.add_class(f"tvomner-typed-{name}")
-    return W.VBox([W.HTML("<b>Your own tweet</b> (no image: a multimodal model falls back on the text)"),
+    return W.VBox([W.HTML("<b>Your own tweet</b> (no image: a multimodal model falls back on the text; "
+                          "each model says which side inputs the tweet had, and its tags without them "
+                          "where they differ)"),
                    W.HBox([text, go], layout=W.Layout(width="95%")), view])
 
 

@@ -74,6 +74,10 @@ def word_windows(pieces: list[int], limit: int) -> list[tuple[int, int]]:
     return out
 
 
+def entities(tokens: list[str], labels: list[str]) -> list[dict]:
+    return [{"start": s, "end": e, "type": typ, "text": " ".join(tokens[s:e])} for s, e, typ in entity_spans(labels)]
+
+
 def knowledge_outcomes(got: dict[str, str], most: int = 3) -> str:
     """``"2: per-tweet texts from m at host; 1: no knowledge: ..."``: what the tweets got, counted."""
     kinds: dict[str, int] = {}
@@ -206,10 +210,14 @@ class Predictor:
 
     def predict(self, tweets: Sequence, image_dir: str | Path | None = None, captions: str | Path | None = None,
                 knowledge_file: str | Path | None = None, batch_size: int = 64,
-                diagnostics: bool = True) -> list[dict]:
+                diagnostics: bool = True, without_side_inputs: bool = False) -> list[dict]:
         """One dict per tweet: ``id``, ``tokens``, ``labels``, ``entities`` and, for the transformer,
-        ``candidates`` ([{"text", "knowledge"}]); with ``diagnostics`` a multimodal model adds
-        ``gate`` (g of Eq. 4, the weight of the text features) and ``fusion_weights`` ([ω_t, ω_g, ω_o])."""
+        ``candidates`` ([{"text", "knowledge"}]) and ``side_inputs`` (what the tweet had beside its
+        words: ``knowledge`` — candidates with knowledge, of all —, ``image``, ``caption``); with
+        ``diagnostics`` a multimodal model adds ``gate`` (g of Eq. 4, the weight of the text features)
+        and ``fusion_weights`` ([ω_t, ω_g, ω_o]). ``without_side_inputs``: each result also holds
+        ``without_side_inputs`` (``labels``, ``entities``): the same model's tags with the knowledge
+        and the visual input left out, as in the missing-inputs evaluation (one more forward pass)."""
         tweets = as_tweets(tweets)
         if not tweets:
             return []
@@ -270,20 +278,32 @@ class Predictor:
                                     source)
         by_id = dict(zip((u.id for u in unique), prepared.examples["test"]))
         aug = prepared.meta.get("_augmentations", {})
-        pred, diag = self.run([by_id[u.id] for _, u in flat], prepared.collate, batch_size, diagnostics)
+        examples = [by_id[u.id] for _, u in flat]
+        pred, diag = self.run(examples, prepared.collate, batch_size, diagnostics)
+        bare = None
+        if without_side_inputs and model_cfg.arch == "tvomner":
+            bare, _ = self.run([{**e, **e["bare"]} if "bare" in e else e for e in examples],
+                               lambda b: prepared.collate(b, withheld_visual=True), batch_size, False)
         out, k = [], 0
         for (t, _), us in zip(parts, internal):
-            labels, cands, ds_ = [], [], []
+            labels, cands, ds_, bare_labels = [], [], [], []
             for u in us:
                 labels += pred[k]
+                bare_labels += bare[k] if bare is not None else pred[k]
                 ds_.append(diag[k])
                 cands += [{"text": c, "knowledge": kn} for c, kn in aug.get(u.id, [])]
                 k += 1
             r = {"id": t.id, "tokens": t.tokens, "labels": labels,
-                 "entities": [{"start": s, "end": e, "type": typ, "text": " ".join(t.tokens[s:e])}
-                              for s, e, typ in entity_spans(labels)]}
+                 "entities": entities(t.tokens, labels)}
             if model_cfg.arch == "tvomner":
                 r["candidates"] = cands
+                r["side_inputs"] = {
+                    "knowledge": ([sum(bool(c["knowledge"]) for c in cands), len(cands)]
+                                  if self.model_cfg.reads_knowledge else None),
+                    "image": None if model_cfg.visual == "none" else t.image_path is not None,
+                    "caption": None if model_cfg.visual == "none" else t.id in side["caption"]}
+            if without_side_inputs:
+                r["without_side_inputs"] = {"labels": bare_labels, "entities": entities(t.tokens, bare_labels)}
             if t.id in self.knowledge_got:
                 r["knowledge_note"] = self.knowledge_got[t.id]
             if diagnostics and ds_ and ds_[0]:
