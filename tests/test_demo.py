@@ -128,13 +128,13 @@ def test_typed_tweet_says_its_side_inputs_and_the_tags_without_them_where_they_d
 
 
 def test_side_inputs_text():
-    assert demo.side_inputs_text({"side_inputs": {"knowledge": [0, 0], "image": True, "caption": False}}) == \
+    assert viz.side_inputs_text({"side_inputs": {"knowledge": [0, 0], "image": True, "caption": False}}) == \
         "side inputs: no candidate, so no knowledge, an image"
-    assert demo.side_inputs_text({"side_inputs": {"knowledge": [2, 2], "image": False, "caption": True},
+    assert viz.side_inputs_text({"side_inputs": {"knowledge": [2, 2], "image": False, "caption": True},
                                   "knowledge_note": "no knowledge: no endpoint configured"}) == \
         "side inputs: knowledge for 2 of 2 candidates, a caption (no knowledge: no endpoint configured)"
-    assert demo.side_inputs_text({"side_inputs": {"knowledge": None, "image": None, "caption": None}}) is None
-    assert demo.side_inputs_text({}) is None
+    assert viz.side_inputs_text({"side_inputs": {"knowledge": None, "image": None, "caption": None}}) is None
+    assert viz.side_inputs_text({}) is None
 
 
 def test_typed_tweet_error_is_shown_in_the_widget():

@@ -53,6 +53,7 @@ def test_text_only_means_the_tweet_alone_everywhere():
     assert ModelConfig().ablation("no-visual") == model_config("tvomner-wiki.no-visual")
     assert model_config("tvomner-wiki").knowledge_source == "local"
     assert model_config("tvomner+pgim").knowledge_source == "tweet_files"
+    assert model_config("tvomner-live-wiki").knowledge_source == "wikipedia"
     assert get_setting("tvomner+pgim-untyped").knowledge_transform == "untyped"
 
 
@@ -64,7 +65,7 @@ def test_every_ablation_is_its_base_plus_model_config_ablations():
             assert s.base == base and s.label == label
             assert model_config(s.name) == dataclasses.replace(model_config(base), **ModelConfig.ABLATIONS[label])
             assert s.knowledge_transform == BASES[base].knowledge_transform
-    assert len(all_settings()) == 4 + 3 * len(ABLATION_IDS)
+    assert len(all_settings()) == len(BASES) + (len(BASES) - 1) * len(ABLATION_IDS)
     for bad in ("full", "text-only.wo-VAE", "tvomner+pgim.wo-vae", "w/o VAE"):
         with pytest.raises(KeyError, match="unknown setting"):
             get_setting(bad)

@@ -32,7 +32,7 @@ from .inputs import dataset_from_config
 from .predict import Predictor
 from .sample import SAMPLE_DIR
 from .train import train
-from .viz import TYPE_COLOURS, thumb_html, spans_html
+from .viz import TYPE_COLOURS, caption_box_html, diagnostics_html, side_inputs_text, spans_html, thumb_html
 import ipywidgets as W
 from transformers.utils import logging as hf_logging
 
@@ -82,22 +82,6 @@ def tag_text(models: dict, text: str) -> tuple[Tweet, dict[str, list[dict]]]:
                    for name, pred in load_models(models).items()}
 
 
-def side_inputs_text(r: dict) -> str | None:
-    """What a tweet had beside its words, in words (None: the model reads nothing beside them)."""
-    side = r.get("side_inputs") or {}
-    parts = []
-    if side.get("knowledge") is not None:
-        have, cands = side["knowledge"]
-        parts.append(f"knowledge for {have} of {cands} candidate{'s' * (cands != 1)}" if cands
-                     else "no candidate, so no knowledge")
-    if side.get("image") is not None:
-        parts.append("an image" if side["image"] else "a caption" if side.get("caption") else "no image or caption")
-    if not parts:
-        return None
-    note = r.get("knowledge_note")
-    return "side inputs: " + ", ".join(parts) + (f" ({note})" if note else "")
-
-
 def typed_html(tweet: Tweet, results: dict[str, list[dict]]) -> str:
     """A typed tweet: each model's spans, the side inputs it had, and its spans without them where
     they differ (the gate and ω as in ``case_html``)."""
@@ -105,8 +89,8 @@ def typed_html(tweet: Tweet, results: dict[str, list[dict]]) -> str:
     for name, res in results.items():
         r = res[0]
         rows.append(f"<i>{html.escape(name)}:</i> {spans_html(tweet.tokens, r['labels'])}")
-        if r.get("gate") is not None or r.get("fusion_weights") is not None:
-            rows.append(f'<span style="font-size:11px;color:#444">{_bars(r.get("fusion_weights"), r.get("gate"))}</span>')
+        if diagnostics_html(r):
+            rows.append(diagnostics_html(r))
         said = side_inputs_text(r)
         if said is None:
             continue
@@ -124,26 +108,6 @@ def spans_all_right(tweet: Tweet, labels: Sequence[str]) -> bool:
     return set(entity_spans(tweet.labels)) == set(entity_spans(labels))
 
 
-def _bars(weights: Sequence[float], gate: float | None) -> str:
-    parts = []
-    if gate is not None:
-        parts.append(f"gate g = {gate:.2f} (text) / {1 - gate:.2f} (cross-modal)")
-    if weights is not None:
-        names = ("ω_t (VAE)", "ω_g (global)", "ω_o (objects)")
-        cells = "".join(f'<div style="display:inline-block;width:{int(160 * w)}px;height:10px;'
-                        f'background:{c}" title="{n} {w:.2f}"></div>'
-                        for n, w, c in zip(names, weights, ("#9467bd", "#7f7f7f", "#17becf")))
-        parts.append(f'{cells} ' + ", ".join(f"{n} {w:.2f}" for n, w in zip(names, weights)))
-    return "<br>".join(parts)
-
-
-def caption_box_html(caption: str, size: int = 128) -> str:
-    """The caption of an absent image, in the image's place."""
-    return (f'<div class="tvomner-caption" style="width:{size}px;min-height:{size}px;background:#f3f3f3;'
-            f'font-size:11px;line-height:1.3;padding:4px;box-sizing:border-box;text-align:left">'
-            f'<span style="color:#888">image absent; its caption:</span><br><i>{html.escape(caption)}</i></div>')
-
-
 def case_html(tweet: Tweet, results: dict[str, list[dict]], k: int, captions: dict | None = None,
               gold: bool = True, image: bool = True) -> str:
     """One tweet: its image (when ``image``; the caption in its place when the image is absent),
@@ -155,8 +119,8 @@ def case_html(tweet: Tweet, results: dict[str, list[dict]], k: int, captions: di
         r = res[k]
         mark = ("✔ " if spans_all_right(tweet, r["labels"]) else "✘ ") if gold else ""
         rows.append(f"{mark}<i>{html.escape(name)}:</i> {spans_html(tweet.tokens, r['labels'])}")
-        if r.get("gate") is not None or r.get("fusion_weights") is not None:
-            rows.append(f'<span style="font-size:11px;color:#444">{_bars(r.get("fusion_weights"), r.get("gate"))}</span>')
+        if diagnostics_html(r):
+            rows.append(diagnostics_html(r))
     caption = (captions or {}).get(tweet.id)
     in_place = image and caption is not None and (tweet.image_path is None or not Path(tweet.image_path).is_file())
     if caption is not None and not in_place:

@@ -12,6 +12,8 @@ Base settings:
                          knowledge, no visual part, no CFF (``ModelConfig.ABLATIONS["text-only"]``)
 ``tvomner-wiki``         the paper's pipeline: candidates + knowledge from the local
                          Wikipedia/WordNet base (``knowledge_source="local"``) + VFO + CFF
+``tvomner-live-wiki``    the same with knowledge from live Wikipedia, as in the paper
+                         (``knowledge_source="wikipedia"``: the MediaWiki API, cached)
 ``tvomner+pgim``         the same with knowledge from the per-tweet PGIM auxiliary texts
                          (``knowledge_source="tweet_files"``): ChatGPT-written texts that also
                          type most entities, e.g. "Kawhi Leonard (person/player)"
@@ -71,6 +73,8 @@ BASES = {
                          dict(ModelConfig.ABLATIONS["text-only"])),
     "tvomner-wiki": Setting("tvomner-wiki", "paper pipeline: candidates + local Wikipedia/WordNet knowledge "
                             "+ VFO + CFF", {"knowledge_source": "local"}),
+    "tvomner-live-wiki": Setting("tvomner-live-wiki", "paper pipeline: candidates + live Wikipedia knowledge "
+                                 "+ VFO + CFF", {"knowledge_source": "wikipedia"}),
     "tvomner+pgim": Setting("tvomner+pgim", "candidates + per-tweet PGIM auxiliary texts (ChatGPT, typed "
                             "entity list) + VFO + CFF", {"knowledge_source": "tweet_files"}),
     "tvomner+pgim-untyped": Setting("tvomner+pgim-untyped", "as tvomner+pgim, the texts' parenthesised type "

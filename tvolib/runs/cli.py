@@ -3,6 +3,7 @@
     python -m tvolib.runs --params params/table2_twitter2017.yaml --jobs 2
     python -m tvolib.runs --params params/table2_sample.yaml --dry-run     # the plan only
     python -m tvolib.runs --params params/table2_sample.yaml --summary     # tables only
+    python -m tvolib.runs --params params/paper_twitter2017.yaml --preflight   # every resource it needs: there?
     python -m tvolib.runs --compare params/precision_twitter2017_fp32.yaml params/precision_twitter2017_bf16.yaml
     python -m tvolib.runs --rerun reports/experiments/table2/twitter2015/tvomner+pgim-s1   # a committed run again
     python -m tvolib.runs --params params/table2_twitter2017.yaml --executor slurm --partition gpu --gpus 1 \
@@ -36,6 +37,7 @@ from .execute import execute, run_one
 from .executors import KINDS
 from .identity import classify
 from .plan import NOTEBOOK, REPORTS, plan, write_manifests
+from .preflight import main as preflight_main
 from .rerun import rerun
 from .tables import compare_experiments, compare_markdown, write_tables
 
@@ -50,6 +52,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--dry-run", action="store_true", help="print the plan (runs, skips, identical settings)")
     ap.add_argument("--summary", action="store_true", help="only rewrite the tables (from the artifacts, after "
                     "copying those of runs finished in their folders or for another experiment)")
+    ap.add_argument("--preflight", action="store_true",
+                    help="list every resource the file's runs need (data, images, weights, endpoints, GPU, disk), "
+                         "each present or missing with the fix; exit status 0 only when all required are present")
     ap.add_argument("--compare", nargs=2, metavar=("A", "B"), default=None,
                     help="two experiments' parameters files: ΔF1 = B − A per dataset, setting and seed "
                          "(e.g. the same runs in fp32 and bf16), written to reports/experiments/compare-A-vs-B.md")
@@ -100,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.params:
         ap.error("--params is required")
+    if args.preflight:
+        return preflight_main(args.params)
     p = plan(args.params, args.runs_dir, reports_dir)
     if args.summary:
         write_manifests(p, reports_dir)

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from ..cache import FeatureCache, stable_hash
 from ..config import DEFAULT_IMAGE_ENCODER, PAPER_IMAGE_ENCODER
 from ..images import load_image, usable
-from ..weights import ResourceMissing, create_image_encoder, timm_weights_cached
+from ..weights import create_image_encoder, missing_image_weights, timm_weights_cached
 
 EMPTY = torch.zeros(0)      # the masked row of a feature cache
 
@@ -101,10 +101,7 @@ class ImageEncoder:
             if weights is None and name != "efficientnet_lite0" and not timm_weights_cached(name):
                 # decide here, without letting timm try the network (which retries for a minute)
                 if not allow_random:
-                    raise ResourceMissing(
-                        f"no weights for image encoder {name!r} on this machine. Pass image_weights=<local "
-                        f"file>, put the timm weights in the local HF cache, or use the offline default "
-                        f"'efficientnet_lite0'.")
+                    raise missing_image_weights(name)
                 model = timm.create_model(name, pretrained=False, num_classes=0)
                 self.random_weights = True
             else:
