@@ -518,3 +518,29 @@ def test_a_finished_run_that_read_other_knowledge_is_not_reused(tmp_path):
     path = next(iter(saved["resources"]["knowledge"]["knowledge_file"]))
     saved["resources"]["knowledge"]["knowledge_file"] = {path: "0" * 64}
     assert config_differences(run, saved) == ["resources.knowledge.knowledge_file"]
+
+
+def test_a_finished_run_whose_side_inputs_were_made_otherwise_is_not_reused(tmp_path):
+    """Reuse compares the settings of the stages that made a finished run's side inputs: another
+    candidate tagger recipe or grounding threshold is another run; where they ran is not."""
+    from tvolib.config import to_dict
+    from tvolib.resources import resolve
+    from tvolib.runs.identity import config_differences
+    from tvolib.settings import configs
+    pf = write_params(tmp_path / "b.yaml", ["tvomner-wiki"], seeds=(1,), name="b")
+    run = plan(pf, str(tmp_path / "runs"), tmp_path / "reports").runs[0]
+    pr = run.params
+    cfgs = configs(pr["dataset"], pr["data"], pr["setting"], pr["seed"], pr["recipe"], pr["model"],
+                   output_dir=pr["output_dir"], cache_dir=pr["cache_dir"])
+    saved = dict(zip(("data", "model", "train"), map(to_dict, cfgs)))
+    res = resolve(cfgs[0], cfgs[1]).describe()
+    for stage, key, value, differs in (("tagger", "k_folds", 5, True), ("relevance", "threshold", 0.9, True),
+                                       ("grounding", "box_threshold", 0.5, True), ("llm", "model", "other", True),
+                                       ("tagger", "threads", 7, False), ("llm", "timeout", 1.0, False),
+                                       ("grounding", "device", "cuda", False)):
+        saved["resources"] = json.loads(json.dumps(res))
+        saved["resources"][stage][key] = value
+        assert config_differences(run, saved) == ([f"resources.{stage}.{key}"] if differs else []), (stage, key)
+    saved["resources"] = json.loads(json.dumps(res))
+    del saved["resources"]["tagger"]["k_folds"]             # an older record without the setting
+    assert config_differences(run, saved) == []

@@ -28,6 +28,14 @@ REUSE_FREE = {"data": {"cache_dir"}, "train": {"output_dir", "resume", "progress
                                               "missing_inputs"}}
 
 
+# the settings of the stages that make the side inputs (None: every setting of the stage); where they
+# run (threads, device, timeouts, retries, endpoints) does not change what they make
+SIDE_INPUT_SETTINGS = {"tagger": None, "relevance": None,
+                       "grounding": {"model", "box_threshold", "text_threshold", "max_boxes_per_phrase"},
+                       "llm": {"model", "caption_model", "temperature", "max_tokens"}}
+_NOT_WHAT = {"threads", "eval_batch_size"}
+
+
 def same_identity(a: dict, b: dict) -> bool:
     """Two identities (JSON-like dicts) are equal once both are read back from JSON."""
     return json.loads(json.dumps(a, sort_keys=True)) == json.loads(json.dumps(b, sort_keys=True))
@@ -51,13 +59,25 @@ def config_differences(run: Run, saved: dict | None) -> list[str]:
             return [f"{part}: {e}"]
     now = {"data": to_dict(data), "model": to_dict(model), "train": to_dict(train)}
     diffs = [d.split(":", 1)[0] for d in config_diff(old, now, REUSE_FREE)]
-    recorded = ((saved.get("resources") or {}).get("knowledge") or {})
-    if not diffs and ("kb_inputs" in recorded or "knowledge_file" in recorded):
-        # the knowledge a finished run read, by content: another base or file is another run
-        current = resolve(data, model).describe()["knowledge"]
-        for key in ("kb_inputs", "knowledge_file"):
-            if key in recorded and sorted(recorded[key].values()) != sorted((current.get(key) or {}).values()):
-                diffs.append(f"resources.knowledge.{key}")
+    if not diffs and saved.get("resources"):
+        diffs += side_input_differences(saved["resources"], resolve(data, model).describe())
+    return diffs
+
+
+def side_input_differences(recorded: dict, current: dict) -> list[str]:
+    """Where the side inputs a finished run read (its ``resources`` record) would be made otherwise
+    now: the knowledge files by content (another base or file is another run), and the settings of
+    the stages that make them — the candidate tagger, the relevance filter, the grounding thresholds
+    and the LLM's model and sampling. A setting that an older record lacks is not compared."""
+    diffs = []
+    rk, ck = recorded.get("knowledge") or {}, current.get("knowledge") or {}
+    for key in ("kb_inputs", "knowledge_file"):
+        if isinstance(rk.get(key), dict) and sorted(rk[key].values()) != sorted((ck.get(key) or {}).values()):
+            diffs.append(f"resources.knowledge.{key}")
+    for stage, keys in SIDE_INPUT_SETTINGS.items():
+        r, c = recorded.get(stage) or {}, current.get(stage) or {}
+        diffs += [f"resources.{stage}.{k}" for k in sorted(set(r) & set(c) - _NOT_WHAT)
+                  if (keys is None or k in keys) and json.dumps(r[k], sort_keys=True) != json.dumps(c[k], sort_keys=True)]
     return diffs
 
 
