@@ -251,6 +251,7 @@ def lab_check(browser, tmp: Path, run_timeout: float) -> None:
                                " || (v && /Error/.test(v.innerText)); }", timeout=run_timeout * 1000)
         typed = page.locator(".tvomner-typed-view").first.inner_text()
         check("TVOMNER:" in typed and "text-only:" in typed, f"the typed tweet is tagged by both models: {typed[:160]!r}")
+        check("side inputs:" in typed, f"the typed tweet says which side inputs it had: {typed[-200:]!r}")
         page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=run_timeout * 1000)
         check(page.locator(".tvomner-typed-view").first.inner_text() == typed,
               "the typed tweet is tagged once (the click that commits the text does not tag it twice)")
@@ -335,6 +336,7 @@ def voila_check(browser, tmp: Path, run_timeout: float) -> None:
                                " || /Error/.test(v.innerText)); }", timeout=120_000)
         typed = page.locator(".tvomner-typed-view").first.inner_text()
         check("TVOMNER:" in typed and "text-only:" in typed, f"the typed tweet is tagged by both models: {typed[:160]!r}")
+        check("side inputs:" in typed, f"the typed tweet says which side inputs it had: {typed[-200:]!r}")
         voila_errors(page)
         page.wait_for_timeout(300)
         page.screenshot(path=str(SHOT_VOILA), full_page=True)
