@@ -68,7 +68,7 @@ def test_trained_full_model_reads_the_image(tmp_path):
 
     torch.set_num_threads(2)
     folder = tmp_path / "probe"
-    generate(folder, 600, 60, 160, seed=1)
+    generate(folder, 300, 60, 160, seed=1)
     run = train_on_probe(str(folder), str(tmp_path / "run"), "full", seed=1, max_train_samples=None, epochs=3,
                          batch_size=8, max_length=32, num_threads=2, cache_dir=str(tmp_path / "cache"),
                          precision="fp32")

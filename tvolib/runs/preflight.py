@@ -273,7 +273,7 @@ def disk_checks(needs: dict[Path, float], basis: str) -> list[Check]:
     out = []
     for folders, total in by_dev.values():
         free = shutil.disk_usage(existing(folders[0])).free
-        c = Check(f"disk for {', '.join(str(f) for f in folders)}", f"about {total / 1e9:.1f} GB free ({basis})",
+        c = Check(f"disk for {', '.join(str(f) for f in folders)}", f"about {total / 1e9:.1f} GB needed ({basis})",
                   PRESENT if free >= total else MISSING, f"{free / 1e9:.1f} GB free")
         if c.status == MISSING:
             c.fix = f"free {(total - free) / 1e9:.1f} GB there, or set cache_dir / runs_dir to a larger disk"
