@@ -500,20 +500,27 @@ def test_beats_needs_the_interval_over_seeds_of_test_f1_not_the_tweet_bootstrap_
     assert d2["seed_ci95"][0] > 0 and d2["tweet_ci95"][0] > 0 and d2["beats_reference"] is True
 
 
-def test_a_finished_run_that_read_other_knowledge_is_not_reused(tmp_path):
-    """Reuse compares the knowledge a finished run read, by content, beside its configs: a run made
-    with another per-tweet knowledge file is another run."""
+def planned_run_and_saved_configs(tmp_path, setting):
+    """The planned run of ``setting`` (seed 1) and the configs a finished run of it would have saved,
+    with the ``resources`` record of today's resolution."""
     from tvolib.config import to_dict
     from tvolib.resources import resolve
-    from tvolib.runs.identity import config_differences
     from tvolib.settings import configs
-    pf = write_params(tmp_path / "b.yaml", ["tvomner+pgim"], seeds=(1,), name="b")
+    pf = write_params(tmp_path / "b.yaml", [setting], seeds=(1,), name="b")
     run = plan(pf, str(tmp_path / "runs"), tmp_path / "reports").runs[0]
     pr = run.params
     cfgs = configs(pr["dataset"], pr["data"], pr["setting"], pr["seed"], pr["recipe"], pr["model"],
                    output_dir=pr["output_dir"], cache_dir=pr["cache_dir"])
     saved = dict(zip(("data", "model", "train"), map(to_dict, cfgs)))
     saved["resources"] = resolve(cfgs[0], cfgs[1]).describe()
+    return run, saved
+
+
+def test_a_finished_run_that_read_other_knowledge_is_not_reused(tmp_path):
+    """Reuse compares the knowledge a finished run read, by content, beside its configs: a run made
+    with another per-tweet knowledge file is another run."""
+    from tvolib.runs.identity import config_differences
+    run, saved = planned_run_and_saved_configs(tmp_path, "tvomner+pgim")
     assert config_differences(run, saved) == []
     path = next(iter(saved["resources"]["knowledge"]["knowledge_file"]))
     saved["resources"]["knowledge"]["knowledge_file"] = {path: "0" * 64}
@@ -523,17 +530,9 @@ def test_a_finished_run_that_read_other_knowledge_is_not_reused(tmp_path):
 def test_a_finished_run_whose_side_inputs_were_made_otherwise_is_not_reused(tmp_path):
     """Reuse compares the settings of the stages that made a finished run's side inputs: another
     candidate tagger recipe or grounding threshold is another run; where they ran is not."""
-    from tvolib.config import to_dict
-    from tvolib.resources import resolve
     from tvolib.runs.identity import config_differences
-    from tvolib.settings import configs
-    pf = write_params(tmp_path / "b.yaml", ["tvomner-wiki"], seeds=(1,), name="b")
-    run = plan(pf, str(tmp_path / "runs"), tmp_path / "reports").runs[0]
-    pr = run.params
-    cfgs = configs(pr["dataset"], pr["data"], pr["setting"], pr["seed"], pr["recipe"], pr["model"],
-                   output_dir=pr["output_dir"], cache_dir=pr["cache_dir"])
-    saved = dict(zip(("data", "model", "train"), map(to_dict, cfgs)))
-    res = resolve(cfgs[0], cfgs[1]).describe()
+    run, saved = planned_run_and_saved_configs(tmp_path, "tvomner-wiki")
+    res = saved["resources"]
     for stage, key, value, differs in (("tagger", "k_folds", 5, True), ("relevance", "threshold", 0.9, True),
                                        ("grounding", "box_threshold", 0.5, True), ("llm", "model", "other", True),
                                        ("tagger", "threads", 7, False), ("llm", "timeout", 1.0, False),

@@ -111,7 +111,8 @@ def test_the_missing_inputs_table_pairs_each_condition_with_text_only(tmp_path):
     folder = tmp_path / "exp" / "toy"
     folder.mkdir(parents=True)
     man = {"dataset": "toy", "settings": ["text-only", "tvomner+pgim"], "reference": "tvomner+pgim",
-           "recipe": {"epochs": 1}, "model": {}, "data": {}, "identical": {}, "summaries": {}, "comparisons": [],
+           "recipe": {"epochs": 1}, "model": {}, "data": {}, "identical": {},
+           "summaries": {"text-only": "tweet alone", "tvomner+pgim": "per-tweet PGIM texts"}, "comparisons": [],
            "facts_text": "", "params_file": "p.yaml"}
     (folder / "manifest.json").write_text(json.dumps(man))
     gold = [["B-PER", "O", "B-LOC"]] * 40
@@ -130,6 +131,7 @@ def test_the_missing_inputs_table_pairs_each_condition_with_text_only(tmp_path):
     assert row["cells"]["all"]["delta"]["b_beats_a"]
     md = missing_inputs_markdown(t)
     assert "| tvomner+pgim | knowledge | 1,2,3 |" in md and "lower" in md and "higher" in md
+    assert 'Recipe: `{"epochs": 1}` (p.yaml)' in md and "`tvomner+pgim`: per-tweet PGIM texts" in md
     write_tables(tmp_path / "exp")
     assert (tmp_path / "exp" / "missing_inputs.md").exists()
     assert LABELS  # the label set the predictions use

@@ -334,14 +334,21 @@ def test_two_files_with_the_same_ids_never_share_knowledge(text_checkpoint_with_
     assert run(a) == ra                                 # the same tweet again: the same record
 
 
-def test_tweet_files_checkpoint_without_knowledge_says_so_with_the_coverage(text_checkpoint_with_candidates, tmp_path):
+def tweet_files_predictor(checkpoint, tmp_path):
+    """The checkpoint as if trained on per-tweet knowledge texts (no file of its own), tagging capitalised
+    words as candidates, and a knowledge file with a text for tweet 7 only."""
     from tvolib.predict import Predictor
-    p = Predictor.from_checkpoint(text_checkpoint_with_candidates, cache_dir=str(tmp_path / "pc"))
+    p = Predictor.from_checkpoint(checkpoint, cache_dir=str(tmp_path / "pc"))
     p.model_cfg = dataclasses.replace(p.model_cfg, knowledge_source="tweet_files")
     p.data_cfg = dataclasses.replace(p.data_cfg, knowledge_file=None)
     p.tagger = (CapitalisedTagger(), {"weights_hash": "capitalised"})
     kf = tmp_path / "k.jsonl"
     kf.write_text(json.dumps({"split": "test", "imgid": "7", "aux": "Obama is a politician."}) + "\n")
+    return p, kf
+
+
+def test_tweet_files_checkpoint_without_knowledge_says_so_with_the_coverage(text_checkpoint_with_candidates, tmp_path):
+    p, kf = tweet_files_predictor(text_checkpoint_with_candidates, tmp_path)
     assert p.predict([], knowledge_file=kf) == []
     out = p.predict(["Obama speaks", "Paris rocks"], knowledge_file=kf)
     assert [r["candidates"][0]["knowledge"] for r in out] == ["", ""]
@@ -354,13 +361,8 @@ def test_tweet_files_checkpoint_without_knowledge_says_so_with_the_coverage(text
 def test_tags_without_side_inputs_are_those_of_the_tweet_without_knowledge(text_checkpoint_with_candidates,
                                                                            tmp_path, monkeypatch):
     """``without_side_inputs``: the second pass reads exactly what a tweet with no knowledge reads."""
+    p, kf = tweet_files_predictor(text_checkpoint_with_candidates, tmp_path)
     from tvolib.predict import Predictor
-    p = Predictor.from_checkpoint(text_checkpoint_with_candidates, cache_dir=str(tmp_path / "pc"))
-    p.model_cfg = dataclasses.replace(p.model_cfg, knowledge_source="tweet_files")
-    p.data_cfg = dataclasses.replace(p.data_cfg, knowledge_file=None)
-    p.tagger = (CapitalisedTagger(), {"weights_hash": "capitalised"})
-    kf = tmp_path / "k.jsonl"
-    kf.write_text(json.dumps({"split": "test", "imgid": "7", "aux": "Obama is a politician."}) + "\n")
     read, run = [], Predictor.run
     monkeypatch.setattr(Predictor, "run", lambda self, ex, *a: read.append([e["input_ids"] for e in ex]) or run(self, ex, *a))
     from tvolib.data import Tweet

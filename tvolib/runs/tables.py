@@ -194,8 +194,7 @@ def _ci(ci) -> str:
 def table_markdown(t: dict) -> str:
     """One dataset's Table 2 as markdown."""
     lines = [f"## {t['dataset']}", "",
-             f"Recipe: `{json.dumps(t['recipe'])}`" + (f", model `{json.dumps(t['model'])}`" if t["model"] else "")
-             + f" ({t['params_file']}). Dataset: {t['facts']}. ΔF1 = setting − `{t['reference']}` on the seeds "
+             _recipe_line(t) + f" ΔF1 = setting − `{t['reference']}` on the seeds "
              "both ran; intervals at 95 %: over seeds (t) and over test tweets (paired bootstrap, every seed "
              "scored on each resample). \"beats\" needs both above zero. Branch probe on test (full "
              "models): gate = mean g of Eq. 4; shuffle ΔF1 = F1 with every tweet given another tweet's "
@@ -259,7 +258,7 @@ def missing_inputs_table(folder: Path, reference: str = "text-only") -> dict | N
                if s == reference or r["metrics"].get("missing_inputs") is not None}
         if not got:
             continue
-        row = {"setting": s, "seeds": sorted(got), "cells": {}}
+        row = {"setting": s, "what": man["summaries"].get(s, ""), "seeds": sorted(got), "cells": {}}
         for cond, fname, _ in CONDITIONS:
             def f1(r, c=cond):
                 if c == "all" or s == reference:
@@ -281,11 +280,19 @@ def missing_inputs_table(folder: Path, reference: str = "text-only") -> dict | N
         rows.append(row)
     if not any(r["setting"] != reference and len(r["cells"]) > 1 for r in rows):
         return None
-    return {"dataset": man["dataset"], "reference": reference, "recipe": man["recipe"], "rows": rows}
+    return {"dataset": man["dataset"], "reference": reference, "recipe": man["recipe"], "model": man["model"],
+            "facts": man["facts_text"], "params_file": man["params_file"], "rows": rows}
+
+
+def _recipe_line(t: dict) -> str:
+    """What produced a table's runs: the recipe, the model beside the defaults, the parameters file
+    and the dataset's facts."""
+    return (f"Recipe: `{json.dumps(t['recipe'])}`" + (f", model `{json.dumps(t['model'])}`" if t["model"] else "")
+            + f" ({t['params_file']}). Dataset: {t['facts']}.")
 
 
 def missing_inputs_markdown(t: dict) -> str:
-    lines = [f"## {t['dataset']}: side inputs left out at test time", "",
+    lines = [f"## {t['dataset']}: side inputs left out at test time", "", _recipe_line(t), "",
              "Test F1 with every tweet's side inputs, and with the knowledge (the candidates stay), the visual "
              "input (image, caption, objects) or both left out of every tweet, as a new tweet without them "
              f"gets. ΔF1 = setting − `{t['reference']}` (which reads neither) on the seeds both ran; 95 % "
@@ -306,6 +313,8 @@ def missing_inputs_markdown(t: dict) -> str:
                          _ci(d["tweet_ci95"]), verdict]
             lines.append(f"| {r['setting']} | {what} | {','.join(map(str, c['seeds']))} | {_fmt_mean_sd(c['F1'])} | "
                          + " | ".join(cells) + " |")
+    lines += ["", "Settings (what each reads, its knowledge source included): "
+              + "; ".join(f"`{r['setting']}`: {r['what']}" for r in t["rows"] if r["what"])]
     return "\n".join(lines)
 
 
