@@ -8,7 +8,7 @@ import json
 import re
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ from tvolib.llm_client import LLMClient, LLMConfig, ParseError
 from tvolib.tfo.knowledge import LLMKnowledgeSource, knowledge_client, knowledge_messages, parse_knowledge
 from tvolib.tfo.knowledge.llm_texts import KNOWLEDGE_EXAMPLES, KNOWLEDGE_PROMPT_HASH, NO_CAPTION
 from tvolib.weights import ResourceMissing
-from test_vfo_llm import send_json
+from test_vfo_llm import LocalServer, send_json
 
 KEY = "sk-test-SECRET-0123456789"
 
@@ -34,7 +34,7 @@ def fake_answer(text: str) -> str:
     return f"Named entities: {listed} Reasoning: " + " ".join(f"{n} is named in a tweet saying {text}." for n in names)
 
 
-class FakeLLM:
+class FakeLLM(LocalServer):
     """/v1/chat/completions; what happens depends on a word of the tweet:
 
     RATELIMIT: 429 once, then an answer; BOOM: 500 always (its body echoes the Authorization header);
@@ -85,22 +85,10 @@ class FakeLLM:
                                  "usage": {"prompt_tokens": 100, "completion_tokens": len(answer) // 4,
                                            "total_tokens": 100 + len(answer) // 4}})
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.host = f"127.0.0.1:{self.server.server_address[1]}"
-        self.url = f"http://{self.host}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.serve(Handler)
 
     def asked(self, text: str) -> int:
         return sum(1 for t, _ in self.log if t == text)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *a):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def source(url, cache, **kw) -> LLMKnowledgeSource:

@@ -44,7 +44,26 @@ def send_json(handler, code: int, body: bytes, headers=()) -> None:
         pass
 
 
-class FakeLLM:
+class LocalServer:
+    """A fake HTTP server on a free local port, serving ``handler`` on a thread while in a ``with``."""
+
+    def serve(self, handler) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+        self.url = f"http://{self.host}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *a):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class FakeLLM(LocalServer):
     """A chat-completions server. ``faults``: probabilities of each fault per request."""
 
     def __init__(self, faults: dict | None = None, seed: int = 0, slow_s: float = 0.0):
@@ -131,18 +150,7 @@ class FakeLLM:
                                   "total_tokens": pt + ct}}
                 self._send(200, json.dumps(body).encode())
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *a):
-        self.server.shutdown()
-        self.server.server_close()
+        self.serve(Handler)
 
 
 def client_for(url, **kw) -> LLMClient:
