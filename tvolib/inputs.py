@@ -149,10 +149,11 @@ def add_bare_inputs(examples: dict[str, list[dict]], ds: Dataset, augs: dict, to
             e["bare"] = {"input_ids": b["input_ids"], "word_index": b["word_index"]}
 
 
-def withheld(prepared: "Prepared", split: str, knowledge: bool = False, visual: bool = False):
-    """``(examples, collate)`` of ``split`` with the knowledge and/or the visual input left out of
-    every tweet (the missing-inputs evaluation)."""
-    ex = prepared.examples[split]
+def withheld(prepared: "Prepared", split: str, knowledge: bool = False, visual: bool = False, examples=None):
+    """``(examples, collate)`` of ``split`` (or the given ``examples`` of ``prepared``) with the
+    knowledge and/or the visual input left out of every tweet (the missing-inputs evaluation, and
+    prediction's tags without side inputs)."""
+    ex = prepared.examples[split] if examples is None else examples
     if knowledge:
         ex = [{**e, **e["bare"]} if "bare" in e else e for e in ex]
     if not visual:

@@ -43,7 +43,7 @@ from .checkpoint import load_checkpoint, resolve_checkpoint
 from .config import DataConfig, ModelConfig, TrainConfig, from_dict
 from .data import Dataset, Tweet, entity_spans, find_image
 from .device import autocast, resolve_precision, to_device
-from .inputs import prepare_data
+from .inputs import prepare_data, withheld
 from .io import as_tweets, load_captions, read_jsonl
 from .resources import for_checkpoint, user_home
 from .tfo.encoder import load_tokenizer
@@ -282,8 +282,8 @@ class Predictor:
         pred, diag = self.run(examples, prepared.collate, batch_size, diagnostics)
         bare = None
         if without_side_inputs and model_cfg.arch == "tvomner":
-            bare, _ = self.run([{**e, **e["bare"]} if "bare" in e else e for e in examples],
-                               lambda b: prepared.collate(b, withheld_visual=True), batch_size, False)
+            bare, _ = self.run(*withheld(prepared, "test", knowledge=True, visual=True, examples=examples),
+                               batch_size, False)
         out, k = [], 0
         for (t, _), us in zip(parts, internal):
             labels, cands, ds_, bare_labels = [], [], [], []
