@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,6 +18,7 @@ import torch
 from PIL import Image
 
 from tvolib.runs import cli
+from tvolib.runs import preflight as preflight_module
 from tvolib.runs.plan import load_experiment, plan
 from tvolib.runs.preflight import MISSING, PRESENT, preflight
 from tvolib.settings import configs
@@ -61,6 +63,8 @@ def fresh(tmp_path, monkeypatch):
     monkeypatch.setenv("TVOMNER_WIKI_API_URL", closed_port_url())     # hermetic: no request leaves the machine
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    plenty = shutil.disk_usage(tmp_path)._replace(free=10**15)   # this machine's free disk is not the test's
+    monkeypatch.setattr(preflight_module.shutil, "disk_usage", lambda path: plenty)
     monkeypatch.chdir(tmp_path)
     d = tmp_path / "data" / "twitter2017"
     d.mkdir(parents=True)
@@ -95,6 +99,15 @@ def test_nothing_configured_is_a_clear_report_and_exit_status_1(fresh, capsys):
     for name in missing:                                          # the printed table names each, then its fix
         assert f"MISSING      {name}" in out
     assert out.count("fix: ") == len(missing) and "8 of 12 required resources are not present" in out
+
+
+def test_too_little_free_disk_is_missing_with_how_much_to_free(fresh, monkeypatch):
+    little = shutil.disk_usage(fresh)._replace(free=10**6)
+    monkeypatch.setattr(preflight_module.shutil, "disk_usage", lambda path: little)
+    disk = [x for x in preflight(PAPER["twitter2017"]) if x.name.startswith("disk for")]
+    assert len(disk) == 1 and disk[0].status == MISSING and disk[0].detail == "0.0 GB free"
+    assert float(disk[0].need.split()[1]) > 0
+    assert disk[0].fix.startswith("free ") and "or set cache_dir / runs_dir to a larger disk" in disk[0].fix
 
 
 def test_a_fresh_clone_without_data_names_the_data_root(fresh, capsys):
