@@ -152,6 +152,17 @@ def test_notebook_runs_on_sample(nb, params, tmp_path):
         assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == [
             "04_train_tvomner-branch_probe.png", "04_train_tvomner-curves.png",
             "04_train_tvomner-type_confusion.png"]
+        # the prediction path on the run's own test set, given the same side-input files, scores what
+        # training scored: with everything and with each side input left out
+        from tvolib.cross_dataset import cross_evaluate
+        run = json.loads((tmp_path / "run" / "results.json").read_text())
+        sample = REPO / "tvolib" / "sample"
+        rec = cross_evaluate(tmp_path / "run" / "best", sample / "data" / "test.txt", tmp_path / "cross",
+                             image_dir=sample / "images", captions=sample / "captions.json",
+                             phrases=sample / "phrases.jsonl", boxes=sample / "objects.jsonl",
+                             cache_dir=str(tmp_path / "pc"))
+        assert rec["test"]["all"] == run["test"] and set(run["missing_inputs"]) == {"no_knowledge", "no_visual", "neither"}
+        assert {c: rec["test"][c] for c in run["missing_inputs"]} == run["missing_inputs"]
 
 
 def test_cli_train_parses_hf_style_args(tmp_path, monkeypatch):

@@ -95,6 +95,9 @@ def predict_parser():
     ap.add_argument("--captions", default=None, help="{IMGID: caption} JSON (image stand-in)")
     ap.add_argument("--knowledge_file", default=None,
                     help="per-tweet knowledge JSONL for a checkpoint trained with knowledge_source=tweet_files")
+    ap.add_argument("--phrases", default=None, help='LLM phrases by IMGID (JSONL {"imgid","phrases"}) for a model '
+                    "whose objects come from them (default: none; the checkpoint's own for its own images)")
+    ap.add_argument("--boxes", default=None, help='grounded boxes by IMGID (JSONL {"imgid","objects"}), with --phrases')
     ap.add_argument("--without_side_inputs", action="store_true",
                     help="JSON: also the tags with the knowledge and visual input left out, per tweet")
     ap.add_argument("--format", default="json", choices=["json", "conll"], help="output format")
@@ -113,7 +116,8 @@ def cmd_predict(argv: list[str]) -> int:
     tweets = read_tweets(a.input, a.input_format)
     predictor = Predictor.from_checkpoint(a.checkpoint, device=a.device, cache_dir=a.cache_dir, kb=_none(a.kb))
     res = predictor.predict(tweets, image_dir=_none(a.image_dir), captions=_none(a.captions),
-                            knowledge_file=_none(a.knowledge_file), without_side_inputs=a.without_side_inputs)
+                            knowledge_file=_none(a.knowledge_file), without_side_inputs=a.without_side_inputs,
+                            phrases=_none(a.phrases), boxes=_none(a.boxes))
     if predictor.knowledge_summary:             # what per-tweet knowledge the tweets got, or why none
         print(predictor.knowledge_summary, file=sys.stderr)
     text = format_output(res, a.format)

@@ -6,21 +6,27 @@ paper: ``PER LOC ORG MISC`` F1, then micro ``Pre. Rec. F1``.
 """
 from __future__ import annotations
 
+import gzip
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .data import ENTITY_TYPES, Tweet
+import torch
 from seqeval.metrics import classification_report
 from seqeval.metrics.sequence_labeling import get_entities
+
 from .cache import atomic_write_text
-import torch
-from .data import LABELS
+from .data import ENTITY_TYPES, LABELS, Tweet, entity_spans
 from .device import autocast, to_device
-from .data import entity_spans
-import gzip
 
 TABLE1_COLUMNS = ("PER", "LOC", "ORG", "MISC", "Pre.", "Rec.", "F1")
+# the test set scored with side inputs left out (the missing-inputs and cross-dataset evaluations):
+# condition, its predictions file among a run's artifacts, what is left out
+CONDITIONS = (("all", "test_predictions.conll.gz", "nothing"),
+              ("no_knowledge", "test_predictions.no_knowledge.conll.gz", "knowledge"),
+              ("no_visual", "test_predictions.no_visual.conll.gz", "visual input"),
+              ("neither", "test_predictions.neither.conll.gz", "knowledge and visual input"))
+CORE_TYPES = ("PER", "LOC", "ORG")        # the types both benchmarks define alike (MISC / OTHER differ)
 
 
 @dataclass
@@ -68,6 +74,11 @@ def score(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> Score
     for t in ENTITY_TYPES:
         per_type.setdefault(t, {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0})
     return Scores(P, R, F, per_type, len(g_ents), len(p_ents), tp)
+
+
+def only_types(labels: Sequence[str], types: Sequence[str] = CORE_TYPES) -> list[str]:
+    """The labels with every entity of another type turned into ``O``."""
+    return [lab if lab == "O" or lab[2:] in types else "O" for lab in labels]
 
 
 def score_tweets(tweets: Sequence[Tweet], pred: Sequence[Sequence[str]]) -> Scores:

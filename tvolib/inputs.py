@@ -149,6 +149,11 @@ def add_bare_inputs(examples: dict[str, list[dict]], ds: Dataset, augs: dict, to
             e["bare"] = {"input_ids": b["input_ids"], "word_index": b["word_index"]}
 
 
+# the side inputs that can be left out of every tweet (the missing-inputs evaluation, prediction's
+# tags without them): name -> (knowledge, visual input)
+LEFT_OUT = {"no_knowledge": (True, False), "no_visual": (False, True), "neither": (True, True)}
+
+
 def withheld(prepared: "Prepared", split: str, knowledge: bool = False, visual: bool = False, examples=None):
     """``(examples, collate)`` of ``split`` (or the given ``examples`` of ``prepared``) with the
     knowledge and/or the visual input left out of every tweet (the missing-inputs evaluation, and

@@ -43,7 +43,7 @@ from .checkpoint import load_checkpoint, resolve_checkpoint
 from .config import DataConfig, ModelConfig, TrainConfig, from_dict
 from .data import Dataset, Tweet, entity_spans, find_image
 from .device import autocast, resolve_precision, to_device
-from .inputs import prepare_data, withheld
+from .inputs import LEFT_OUT, prepare_data, withheld
 from .io import as_tweets, load_captions, read_jsonl
 from .resources import for_checkpoint, user_home
 from .tfo.encoder import load_tokenizer
@@ -136,21 +136,26 @@ class Predictor:
 
     # -- side inputs ---------------------------------------------------------------------------
 
-    def side_inputs(self, tweets: list[Tweet], captions) -> dict:
-        """Per-tweet inputs beside the tokens, read from the user's files by IMGID: captions, and the
-        checkpoint's own LLM phrases and boxes for tweets whose image is one of its training images."""
+    def side_inputs(self, tweets: list[Tweet], captions, phrases=None, boxes=None) -> dict:
+        """Per-tweet inputs beside the tokens, read from the user's files by IMGID: captions, LLM
+        phrases and grounded boxes (``phrases``, ``boxes``: JSONL as in training), and the
+        checkpoint's own phrases and boxes for tweets whose image is one of its training images."""
         side = {"caption": {}, "phrases": {}, "boxes": {}}
         if captions:
             caps = load_captions(captions)
             side["caption"] = {t.id: caps[t.id] for t in tweets if t.id in caps}
+        if self.model_cfg.visual != "optimized" or self.model_cfg.object_source != "llm":
+            return side
         own = Path(self.data_cfg.image_dir) if self.data_cfg.image_dir else None
-        if self.model_cfg.visual == "optimized" and self.model_cfg.object_source == "llm" and own is not None:
-            mine = {t.id for t in tweets if t.image_path is not None and own.is_dir()
-                    and Path(t.image_path).resolve().parent == own.resolve()}
-            for key, f in (("phrases", self.data_cfg.phrases), ("boxes", self.data_cfg.boxes)):
-                if mine and f and Path(f).exists():
-                    recs = {str(r["imgid"]): r for r in read_jsonl(f)}
-                    side[key] = {k: recs[k] for k in mine if k in recs}
+        mine = {t.id for t in tweets if own is not None and t.image_path is not None and own.is_dir()
+                and Path(t.image_path).resolve().parent == own.resolve()}
+        for key, f, given in (("phrases", self.data_cfg.phrases, phrases), ("boxes", self.data_cfg.boxes, boxes)):
+            if mine and f and Path(f).exists():
+                recs = {str(r["imgid"]): r for r in read_jsonl(f)}
+                side[key] = {k: recs[k] for k in mine if k in recs}
+            if given:
+                recs = {str(r["imgid"]): r for r in read_jsonl(given)}
+                side[key].update({t.id: recs[t.id] for t in tweets if t.id in recs})
         return side
 
     def tweet_texts(self, tweets: list[Tweet], res, knowledge_file,
@@ -210,14 +215,23 @@ class Predictor:
 
     def predict(self, tweets: Sequence, image_dir: str | Path | None = None, captions: str | Path | None = None,
                 knowledge_file: str | Path | None = None, batch_size: int = 64,
-                diagnostics: bool = True, without_side_inputs: bool = False) -> list[dict]:
+                diagnostics: bool = True, without_side_inputs: bool = False,
+                left_out: Sequence[str] = (), phrases: str | Path | None = None,
+                boxes: str | Path | None = None) -> list[dict]:
         """One dict per tweet: ``id``, ``tokens``, ``labels``, ``entities`` and, for the transformer,
         ``candidates`` ([{"text", "knowledge"}]) and ``side_inputs`` (what the tweet had beside its
         words: ``knowledge`` — candidates with knowledge, of all —, ``image``, ``caption``); with
         ``diagnostics`` a multimodal model adds ``gate`` (g of Eq. 4, the weight of the text features)
         and ``fusion_weights`` ([ω_t, ω_g, ω_o]). ``without_side_inputs``: each result also holds
         ``without_side_inputs`` (``labels``, ``entities``): the same model's tags with the knowledge
-        and the visual input left out, as in the missing-inputs evaluation (one more forward pass)."""
+        and the visual input left out, as in the missing-inputs evaluation (one more forward pass).
+        ``left_out``: names of ``LEFT_OUT`` (``no_knowledge``, ``no_visual``, ``neither``); each result
+        holds ``left_out`` {name: labels}, the tags with those side inputs left out of every tweet
+        (the cross-dataset evaluation scores them). ``phrases`` / ``boxes``: the tweets' LLM phrases and
+        grounded boxes by IMGID (JSONL as in training), for a model whose objects come from them."""
+        unknown = sorted(set(left_out) - set(LEFT_OUT))
+        if unknown:
+            raise ValueError(f"left_out: unknown condition(s) {unknown}; known: {', '.join(LEFT_OUT)}")
         tweets = as_tweets(tweets)
         if not tweets:
             return []
@@ -229,7 +243,7 @@ class Predictor:
                                     kb=self.kb)
         for n in notes:
             self.note(n)
-        side = self.side_inputs(tweets, captions)
+        side = self.side_inputs(tweets, captions, phrases, boxes)
         aux = self.tweet_texts(tweets, res, knowledge_file, side["caption"])
         side["aux"] = aux or {}
         parts = self.split_long(tweets)
@@ -280,16 +294,20 @@ class Predictor:
         aug = prepared.meta.get("_augmentations", {})
         examples = [by_id[u.id] for _, u in flat]
         pred, diag = self.run(examples, prepared.collate, batch_size, diagnostics)
-        bare = None
-        if without_side_inputs and model_cfg.arch == "tvomner":
-            bare, _ = self.run(*withheld(prepared, "test", knowledge=True, visual=True, examples=examples),
-                               batch_size, False)
+        # the same examples with side inputs left out (a model that reads none tags them alike)
+        others = {}
+        for name in set(left_out) | ({"neither"} if without_side_inputs else set()):
+            kn, vis = LEFT_OUT[name]
+            others[name] = (self.run(*withheld(prepared, "test", knowledge=kn, visual=vis, examples=examples),
+                                     batch_size, False)[0] if model_cfg.arch == "tvomner" else pred)
         out, k = [], 0
         for (t, _), us in zip(parts, internal):
-            labels, cands, ds_, bare_labels = [], [], [], []
+            labels, cands, ds_ = [], [], []
+            other_labels: dict[str, list[str]] = {name: [] for name in others}
             for u in us:
                 labels += pred[k]
-                bare_labels += bare[k] if bare is not None else pred[k]
+                for name, o in others.items():
+                    other_labels[name] += o[k]
                 ds_.append(diag[k])
                 cands += [{"text": c, "knowledge": kn} for c, kn in aug.get(u.id, [])]
                 k += 1
@@ -303,7 +321,10 @@ class Predictor:
                     "image": None if model_cfg.visual == "none" else t.image_path is not None,
                     "caption": None if model_cfg.visual == "none" else t.id in side["caption"]}
             if without_side_inputs:
-                r["without_side_inputs"] = {"labels": bare_labels, "entities": entities(t.tokens, bare_labels)}
+                bare = other_labels["neither"]
+                r["without_side_inputs"] = {"labels": bare, "entities": entities(t.tokens, bare)}
+            if left_out:
+                r["left_out"] = {name: other_labels[name] for name in left_out}
             if t.id in self.knowledge_got:
                 r["knowledge_note"] = self.knowledge_got[t.id]
             if diagnostics and ds_ and ds_[0]:

@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # notebooks that read what others write (caches, checkpoints): they start after those have finished
-AFTER = {"04": ("02", "03"), "06": ("04",), "07": ("02",)}
+AFTER = {"04": ("02", "03"), "06": ("04",), "07": ("02",), "08": ("04",)}
 THREAD_PARAMS = ("num_threads", "threads")
 
 

@@ -58,7 +58,7 @@ from .config import DataConfig, ModelConfig, TrainConfig, to_dict
 from .data import Dataset
 from .device import autocast, resolve_device, resolve_precision, to_device
 from .evaluate import evaluate, write_predictions
-from .inputs import Prepared, dataset_from_config, prepare_data, with_dropout, withheld
+from .inputs import LEFT_OUT, Prepared, dataset_from_config, prepare_data, with_dropout, withheld
 from .model import encoder_parameter_names
 from .probing import branch_probe
 from .resources import Resources, resolve
@@ -66,7 +66,6 @@ from .tfo.pipeline import ensure_kb
 from .tracking import ARTIFACTS, Tracker, data_checksums
 
 # the missing-inputs evaluation: (name, knowledge left out, visual input left out)
-MISSING_INPUTS = (("no_knowledge", True, False), ("no_visual", False, True), ("neither", True, True))
 from .viz import plot_history
 
 log = logging.getLogger(__name__)
@@ -365,7 +364,7 @@ def _train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig,
         if train_cfg.missing_inputs:
             # test again with side inputs left out of every tweet: what new tweets without them get
             result["missing_inputs"] = {}
-            for name, kn, vis in MISSING_INPUTS:
+            for name, (kn, vis) in LEFT_OUT.items():
                 if (kn and not model_cfg.reads_knowledge) or (vis and prepared.visual is None):
                     continue
                 ex, coll = withheld(prepared, "test", knowledge=kn, visual=vis)

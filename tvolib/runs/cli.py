@@ -6,6 +6,8 @@
     python -m tvolib.runs --params params/paper_twitter2017.yaml --preflight   # every resource it needs: there?
     python -m tvolib.runs --compare params/precision_twitter2017_fp32.yaml params/precision_twitter2017_bf16.yaml
     python -m tvolib.runs --rerun reports/experiments/table2/twitter2015/tvomner+pgim-s1   # a committed run again
+    python -m tvolib.runs --params params/table2_twitter2017.yaml --cross params/table2_twitter2015.yaml
+                                                                            # its runs on the other test set
     python -m tvolib.runs --params params/table2_twitter2017.yaml --executor slurm --partition gpu --gpus 1 \
         --time 120 --jobs 20                                                # Slurm jobs (submitit)
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -36,6 +39,7 @@ from ..cache import atomic_write_json, atomic_write_text
 from .execute import execute, run_one
 from .executors import KINDS
 from .identity import classify
+from .cross import cross_batch
 from .plan import NOTEBOOK, REPORTS, plan, write_manifests
 from .preflight import main as preflight_main
 from .rerun import rerun
@@ -64,6 +68,13 @@ def parser() -> argparse.ArgumentParser:
                          "(exit status 1 when one differs)")
     ap.add_argument("--cache_dir", default=None, help="with --rerun: the caches to use (a new folder re-builds "
                     "every side input, as a fresh clone does)")
+    ap.add_argument("--cross", default=None, metavar="TARGET",
+                    help="another parameters file (one dataset): score every finished run of --params whose "
+                         "checkpoint is here on that dataset's test set, with and without side inputs "
+                         "(notebooks/08_cross_dataset.ipynb per run), and write <experiment>/<dataset>/"
+                         "cross_<target>.md with ΔF1 against text-only")
+    ap.add_argument("--max_eval_samples", type=int, default=None,
+                    help="with --cross: the first N test tweets only (quick runs)")
     ex = ap.add_argument_group("executor", "where the runs execute (overrides the parameters file's `executor:`)")
     ex.add_argument("--executor", choices=KINDS, default=None,
                     help="local: a process pool on this machine (default); slurm: one Slurm job per run, "
@@ -108,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.preflight:
         return preflight_main(args.params)
     p = plan(args.params, args.runs_dir, reports_dir)
+    if args.cross:
+        return 1 if cross_batch(p, args.cross, reports_dir, os.environ, args.max_eval_samples) else 0
     if args.summary:
         write_manifests(p, reports_dir)
         for r in p.runs:                         # finished runs whose artifacts are not copied yet

@@ -15,7 +15,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from ..cache import atomic_write_json, atomic_write_text
-from ..evaluate import read_predictions
+from ..evaluate import CONDITIONS, read_predictions
 from ..stats import beats, paired_bootstrap_seeds, seed_interval
 from .identity import same_identity
 
@@ -238,19 +238,20 @@ def table_markdown(t: dict) -> str:
     return "\n".join(lines)
 
 
-# the missing-inputs evaluation (tvolib.train): column, predictions file, what is left out
-CONDITIONS = (("all", "test_predictions.conll.gz", "nothing"),
-              ("no_knowledge", "test_predictions.no_knowledge.conll.gz", "knowledge"),
-              ("no_visual", "test_predictions.no_visual.conll.gz", "visual input"),
-              ("neither", "test_predictions.neither.conll.gz", "knowledge and visual input"))
-
-
 def missing_inputs_table(folder: Path, reference: str = "text-only") -> dict | None:
     """Test F1 of every setting with its side inputs, and with the knowledge, the visual input or
     both left out of every tweet (``metrics.json`` → ``missing_inputs``), and ΔF1 against
     ``reference`` (which reads neither) under each condition, paired by seed, with the interval over
     seeds and the paired tweet bootstrap. None when no run of ``folder`` has the figures."""
     man, runs = finished_runs(folder)
+    return missing_rows(man, runs, str(folder), reference)
+
+
+def missing_rows(man: dict, runs: dict[str, dict[int, dict]], where: str, reference: str = "text-only",
+                 any_rows: bool = False) -> dict | None:
+    """The missing-inputs table of runs shaped as :func:`finished_runs`'s (``metrics``: ``test``
+    and ``missing_inputs``; ``dir``: the folder of their predictions files); None when no setting
+    was scored with side inputs left out (with ``any_rows``: when no run was scored at all)."""
     ref = runs.get(reference, {})
     rows = []
     for s in man["settings"]:
@@ -273,12 +274,12 @@ def missing_inputs_table(folder: Path, reference: str = "text-only") -> dict | N
             if s != reference and shared:
                 a = {sd: {"metrics": ref[sd]["metrics"], "dir": ref[sd]["dir"]} for sd in shared}
                 b = {sd: {"metrics": {"test": {"F1": f1(got[sd])}}, "dir": got[sd]["dir"]} for sd in shared}
-                boot, over = paired_delta(a, b, shared, f"{folder}: {s} ({cond}) and {reference}",
+                boot, over = paired_delta(a, b, shared, f"{where}: {s} ({cond}) and {reference}",
                                           read_predictions, file_b=fname)
                 cell["delta"] = delta_record(boot, over)
             row["cells"][cond] = cell
         rows.append(row)
-    if not any(r["setting"] != reference and len(r["cells"]) > 1 for r in rows):
+    if not rows or not (any_rows or any(r["setting"] != reference and len(r["cells"]) > 1 for r in rows)):
         return None
     return {"dataset": man["dataset"], "reference": reference, "recipe": man["recipe"], "model": man["model"],
             "facts": man["facts_text"], "params_file": man["params_file"], "rows": rows}
