@@ -182,6 +182,7 @@ def test_batch_runs_skips_reports_failures_and_writes_tables(tmp_path):
         assert sorted(p.name for p in (art / run).iterdir()) == sorted(ARTIFACTS)
     prov = json.loads((art / "text-only-s2" / "provenance.json").read_text())
     assert prov["identity"]["seed"] == 2 and prov["git"]["commit"] and prov["packages"]["torch"]
+    assert prov["machine"]["cores"] and prov["machine"]["cpu_capability"]       # whose kernels summed it
     assert set(prov["data_files"]) >= {"data_dir/train.txt", "data_dir/test.txt", "captions"}
     assert prov["configs"]["model"]["visual"] == "none" and prov["wall_seconds"] > 0
     table = json.loads((tmp_path / "reports" / "t" / "table2.json").read_text())["tables"][0]

@@ -43,7 +43,7 @@ def collect(run: Run, record: dict) -> None:
     prov = {"identity": run.identity, "run_dir": str(run.run_dir), "configs": config,
             "data_files": data_files(run.run_dir),
             **{k: record.get(k) for k in ("notebook", "started", "wall_seconds", "parameters", "git", "packages",
-                                          "platform", "command")}}
+                                          "platform", "machine", "command")}}
     atomic_write_json(run.artifacts / "provenance.json", prov)
 
 
