@@ -130,7 +130,9 @@ def test_cross_command_scores_each_finished_run_once_and_writes_the_table(traine
     (r.artifacts / "provenance.json").write_text(json.dumps({"identity": r.identity}))
     shutil.copytree(ckpt, r.run_dir / "best")
     argv = ["--params", str(src), "--cross", str(target), "--reports", str(reports), "--max_eval_samples", "12"]
-    assert cli.main(argv) == 0
+    with pytest.raises(SystemExit, match=r"--only: \['tvomner\+pgim'\] are not settings of"):
+        cli.main(argv + ["--only", "tvomner+pgim"])
+    assert cli.main(argv + ["--only", "text-only"]) == 0
     out = r.artifacts / "cross-other"
     rec = json.loads((out / "cross.json").read_text())
     assert rec["tweets"] == 12 and rec["checkpoint"] == str(r.run_dir / "best")

@@ -75,6 +75,8 @@ def parser() -> argparse.ArgumentParser:
                          "cross_<target>.md with ΔF1 against text-only")
     ap.add_argument("--max_eval_samples", type=int, default=None,
                     help="with --cross: the first N test tweets only (quick runs)")
+    ap.add_argument("--only", nargs="+", default=None, metavar="SETTING",
+                    help="with --cross: score the runs of these settings only (default: every setting)")
     ex = ap.add_argument_group("executor", "where the runs execute (overrides the parameters file's `executor:`)")
     ex.add_argument("--executor", choices=KINDS, default=None,
                     help="local: a process pool on this machine (default); slurm: one Slurm job per run, "
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         return preflight_main(args.params)
     p = plan(args.params, args.runs_dir, reports_dir)
     if args.cross:
-        return 1 if cross_batch(p, args.cross, reports_dir, os.environ, args.max_eval_samples) else 0
+        return 1 if cross_batch(p, args.cross, reports_dir, os.environ, args.max_eval_samples, args.only) else 0
     if args.summary:
         write_manifests(p, reports_dir)
         for r in p.runs:                         # finished runs whose artifacts are not copied yet

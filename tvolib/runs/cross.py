@@ -64,10 +64,13 @@ def target_of(params_file: str | Path) -> tuple[str, dict]:
 
 
 def cross_batch(p: Plan, target_params: str | Path, reports_dir: Path, env: Mapping[str, str],
-                max_eval_samples: int | None = None) -> int:
-    """Score every finished run of ``p`` with a checkpoint on the target's test set (one notebook
-    each; a run scored before is not scored again), then write the table; returns the number of
-    runs that could not be scored."""
+                max_eval_samples: int | None = None, only: list[str] | None = None) -> int:
+    """Score every finished run of ``p`` (of the settings ``only``, default all) with a checkpoint on
+    the target's test set (one notebook each; a run scored before is not scored again), then write
+    the table; returns the number of runs that could not be scored."""
+    unknown = sorted(set(only or ()) - {r.setting for r in p.runs})
+    if unknown:
+        raise SystemExit(f"--only: {unknown} are not settings of {p.params_file}")
     target, spec = target_of(target_params)
     write_manifests(p, reports_dir)
     cache_dir = p.runs[0].params["cache_dir"] if p.runs else "cache"
@@ -79,7 +82,7 @@ def cross_batch(p: Plan, target_params: str | Path, reports_dir: Path, env: Mapp
         log.warning("%s: its tweets get no per-tweet knowledge (%s)", target, e)
     failed = 0
     for r in p.runs:
-        if r.dataset == target or not (r.artifacts / "provenance.json").exists():
+        if r.dataset == target or not (r.artifacts / "provenance.json").exists() or (only and r.setting not in only):
             continue
         out = r.artifacts / f"cross-{target}"
         if (out / "08_cross_dataset.json").exists() and (out / "cross.json").exists():
