@@ -142,6 +142,7 @@ def test_cross_command_scores_each_finished_run_once_and_writes_the_table(traine
     assert rec["model_sha256"] == json.loads((ckpt / "checkpoint.json").read_text())["files"]["model.safetensors"]
     table = (reports / "x" / "sample" / "cross_other.md").read_text()
     assert "| text-only | nothing | 5 |" in table
+    assert "Side inputs of the other tweets" in table and "captions.json`" in table      # what the target gave
     stamp = (out / "cross.json").stat().st_mtime_ns
     assert cli.main(argv) == 0 and (out / "cross.json").stat().st_mtime_ns == stamp     # scored once
 

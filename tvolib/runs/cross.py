@@ -116,7 +116,8 @@ def cross_runs(folder: Path, target: str) -> tuple[dict, dict]:
             if f.exists():
                 c = json.loads(f.read_text())
                 out.setdefault(s, {})[sd] = {"metrics": {"test": c["test"]["all"], "missing_inputs": c["test"],
-                                                         "core_types": c["core_types"]}, "dir": f.parent}
+                                                         "core_types": c["core_types"]}, "dir": f.parent,
+                                             "inputs": {k: c.get(k) for k in ("knowledge_file", "captions")}}
     return man, out
 
 
@@ -128,7 +129,9 @@ def write_cross_tables(folder: Path, target: str) -> dict | None:
         return None
     t.update(target=target, core_f1={s: {cond: [round(by_seed[sd]["metrics"]["core_types"][cond]["F1"], 6)
                                                 for sd in sorted(by_seed)] for cond, _, _ in CONDITIONS}
-                                     for s, by_seed in runs.items()})
+                                     for s, by_seed in runs.items()},
+             target_inputs=sorted({f"{k}: {v}" for by_seed in runs.values() for r in by_seed.values()
+                                   for k, v in r["inputs"].items() if v}))
     atomic_write_json(folder / f"cross_{target}.json", t)
     atomic_write_text(folder / f"cross_{target}.md", cross_markdown(t) + "\n")
     return t
@@ -137,6 +140,8 @@ def write_cross_tables(folder: Path, target: str) -> dict | None:
 def cross_markdown(t: dict) -> str:
     body = missing_inputs_markdown(t).split("\n")
     body[0] = f"## Trained on {t['dataset']}, tested on {t['target']}: with and without side inputs"
+    body[2] += (f" Side inputs of the {t['target']} tweets (knowledge source of the settings that read "
+                f"per-tweet texts, captions): " + ("; ".join(f"`{x}`" for x in t["target_inputs"]) or "none") + ".")
     core = ["", f"F1 over PER, LOC and ORG only (MISC left out of gold and predictions: the two benchmarks "
             "define it differently), mean over seeds:", "",
             "| setting | " + " | ".join(what for _, _, what in CONDITIONS) + " |",
