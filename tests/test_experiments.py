@@ -133,6 +133,20 @@ def test_plan_expands_datasets_settings_seeds_and_shows_identical_settings(tmp_p
     assert plan(pf2).runs[0].run_dir == Path("elsewhere/t/sample/text-only-s1")
 
 
+def test_side_input_dropout_is_left_out_of_the_runs_of_settings_that_have_nothing_to_drop(tmp_path):
+    # text-only reads neither knowledge nor a visual input, wo-Wiki no knowledge: dropout of what they
+    # do not read trains them the same, so their runs are the runs without it (and are reused)
+    pf = tmp_path / "p.yaml"
+    pf.write_text("name: d\ndatasets:\n  sample: {}\nsettings: [text-only, tvomner+pgim, tvomner+pgim.wo-Wiki]\n"
+                  "reference: tvomner+pgim\nseeds: [1]\n"
+                  "recipe: {epochs: 2, knowledge_dropout: 0.25, visual_dropout: 0.5}\n")
+    recipes = {r.setting: r.params["recipe"] for r in plan(pf, str(tmp_path / "runs"), tmp_path / "reports").runs}
+    assert recipes == {"text-only": {"epochs": 2},
+                       "tvomner+pgim": {"epochs": 2, "knowledge_dropout": 0.25, "visual_dropout": 0.5},
+                       "tvomner+pgim.wo-Wiki": {"epochs": 2, "visual_dropout": 0.5}}
+    assert all(r.identity["recipe"] == r.params["recipe"] for r in plan(pf, str(tmp_path / "runs")).runs)
+
+
 @pytest.mark.parametrize("extra, message", [
     ("sedes: [1]\n", r"unknown key\(s\) \['sedes'\]"),
     ("model: {openai_api_key: sk-1}\n", "looks like a secret"),

@@ -78,6 +78,17 @@ def test_test_is_also_scored_with_side_inputs_left_out(tmp_path, stand_ins):
     for name, row in res["missing_inputs"].items():
         _, pred = read_predictions(tmp_path / "full" / f"test_predictions.{name}.txt")
         assert score(gold, pred).row()["F1"] == row["F1"]      # the file holds what was scored
+    # valid too (a dropout probability is chosen on valid): the saved best model, scored anew
+    from tvolib.checkpoint import load_checkpoint
+    from tvolib.evaluate import evaluate
+    from tvolib.inputs import withheld
+    best, _, _ = load_checkpoint(tmp_path / "full" / "best")
+    p = _prepared(tmp_path)
+    assert set(res["missing_inputs_valid"]) == set(res["missing_inputs"])
+    for name, (kn, vis) in {"no_knowledge": (True, False), "neither": (True, True)}.items():
+        ex, coll = withheld(p, "valid", knowledge=kn, visual=vis)
+        assert evaluate(best, ex, coll)[0].row() == res["missing_inputs_valid"][name]
+    assert res["missing_inputs_valid"]["neither"] != res["missing_inputs"]["neither"]   # not test's rows
     # a model that reads neither knowledge nor the visual input has nothing to leave out
     data, model, tr = cfgs(tmp_path, "plain")
     res = train(data, model.ablation("text-only"), tr, encoder_config=tiny_encoder_config())

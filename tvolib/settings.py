@@ -206,6 +206,18 @@ def model_config(setting: str, model: dict | None = None) -> ModelConfig:
     return dataclasses.replace(ModelConfig(**model), **get_setting(setting).model)
 
 
+def setting_recipe(setting: str, recipe: dict | None, model: dict | None = None) -> dict:
+    """``recipe`` without the side-input dropout that ``setting`` has nothing to drop from (no
+    knowledge, no visual input): such a setting trains the same either way, so its runs are the
+    same runs as without dropout (and a batch reuses them)."""
+    recipe, cfg = dict(recipe or {}), model_config(setting, model)
+    if cfg.reads_knowledge is None:
+        recipe.pop("knowledge_dropout", None)
+    if cfg.arch != "tvomner" or cfg.visual == "none":
+        recipe.pop("visual_dropout", None)
+    return recipe
+
+
 def configs(dataset: str, spec: dict | None, setting: str, seed: int, recipe: dict | None = None,
             model: dict | None = None, output_dir: str = "runs/run", cache_dir: str = "cache",
             num_threads: int | None = 1, materialize: bool = False) -> tuple[DataConfig, ModelConfig, TrainConfig]:

@@ -363,7 +363,8 @@ def _train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig,
             write_predictions(out_dir / "test_predictions.txt", ds.splits["test"], pred)
         if train_cfg.missing_inputs:
             # test again with side inputs left out of every tweet: what new tweets without them get
-            result["missing_inputs"] = {}
+            # (and valid, so that a side-input dropout probability can be chosen without test)
+            result["missing_inputs"], result["missing_inputs_valid"] = {}, {}
             for name, (kn, vis) in LEFT_OUT.items():
                 if (kn and not model_cfg.reads_knowledge) or (vis and prepared.visual is None):
                     continue
@@ -372,6 +373,9 @@ def _train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig,
                 result["missing_inputs"][name] = sc.row()
                 if ds is not None:
                     write_predictions(out_dir / f"test_predictions.{name}.txt", ds.splits["test"], pr)
+                ex, coll = withheld(prepared, "valid", knowledge=kn, visual=vis, examples=valid_ex)
+                result["missing_inputs_valid"][name] = evaluate(best_model, ex, coll, train_cfg.eval_batch_size,
+                                                                device, precision)[0].row()
         atomic_write_json(out_dir / "results.json", result)
         try:
             plot_history(state["history"], out_dir / "curves.png")

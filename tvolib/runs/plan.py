@@ -33,8 +33,8 @@ from ..cache import atomic_write_json
 from .executors import ExecutorConfig
 from .notebook import REPO
 from .params import check_no_secrets, load_params_file
-from ..settings import (data_config, dataset_facts, get_setting, identical_settings, model_config, split_recipe,
-                        why_identical)
+from ..settings import (data_config, dataset_facts, get_setting, identical_settings, model_config, setting_recipe,
+                        split_recipe, why_identical)
 
 NOTEBOOK = REPO / "notebooks" / "07_run.ipynb"
 REPORTS = REPO / "reports" / "experiments"
@@ -142,12 +142,13 @@ def plan(path: str | Path, runs_dir: str | None = None, reports_dir: Path = REPO
         for setting in settings:
             if setting in same:
                 continue
+            own = setting_recipe(setting, recipe, model)
             for seed in seeds:
                 run_name = f"{setting}-s{seed}"
-                identity = {"dataset": ds_name, "data": spec, "setting": setting, "seed": seed, "recipe": recipe,
+                identity = {"dataset": ds_name, "data": spec, "setting": setting, "seed": seed, "recipe": own,
                             "model": model}
                 run_dir = root / ds_name / run_name
-                params = {"dataset": ds_name, "data": spec, "setting": setting, "seed": seed, "recipe": recipe,
+                params = {"dataset": ds_name, "data": spec, "setting": setting, "seed": seed, "recipe": own,
                           "model": model, "cache_dir": cache_dir, "output_dir": str(run_dir), "num_threads": threads}
                 runs.append(Run(ds_name, setting, seed, run_dir, reports_dir / name / ds_name / run_name, identity, params))
     runs.sort(key=lambda r: seeds.index(r.seed))
