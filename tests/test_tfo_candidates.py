@@ -72,9 +72,9 @@ def test_out_of_fold_no_leakage_and_cache(ds, tmp_path, monkeypatch):
     seen = []
     real = T.train_tagger
 
-    def spy(tweets, cfg, model_factory=None):
+    def spy(tweets, cfg, model_factory=None, **kw):
         seen.append({t.id for t in tweets})
-        return real(tweets, cfg, model_factory)
+        return real(tweets, cfg, model_factory, **kw)
     patch_training(monkeypatch, spy)
     cfg = TaggerConfig(epochs=1, k_folds=2, batch_size=4)
     path = tmp_path / "candidates.jsonl"
@@ -150,7 +150,7 @@ def test_runs_with_other_training_tweets_never_share_candidates(tmp_path, monkey
     path = tmp_path / "candidates.jsonl"
     made = []
     real = T.train_tagger
-    patch_training(monkeypatch, lambda tw, c, f=None: made.append(train_hash(tw)) or real(tw, c, f))
+    patch_training(monkeypatch, lambda tw, c, f=None, **kw: made.append(train_hash(tw)) or real(tw, c, f, **kw))
     cand_a = make_candidates(a, path, cfg, model_factory=factory)
     cand_b = make_candidates(b, path, cfg, model_factory=factory)
     dir_a, dir_b = tagger_dir(tmp_path, cfg, a["train"]), tagger_dir(tmp_path, cfg, b["train"])
@@ -213,7 +213,7 @@ def test_the_full_tagger_is_built_once_by_two_threads(tmp_path, monkeypatch):
     path = tagger_dir(tmp_path, cfg, full["train"])
     started, real = threading.Barrier(2), T.train_tagger
     made = []
-    patch_training(monkeypatch, lambda *a: made.append(1) or real(*a))
+    patch_training(monkeypatch, lambda *a, **kw: made.append(1) or real(*a, **kw))
     out, errors = [], []
 
     def build():
@@ -243,10 +243,10 @@ tmp = Path(sys.argv[1]); me = sys.argv[2]
 factory = lambda: T.CandidateTagger.from_config(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1,
     num_attention_heads=2, intermediate_size=64, max_position_embeddings=128))
 real = T.train_tagger
-def counted(*a):
+def counted(*a, **kw):
     with open(tmp / "trained.txt", "a") as f:
         f.write(me + "\\n")
-    return real(*a)
+    return real(*a, **kw)
 C.train_tagger = T.train_tagger = counted
 ds = load_dataset(SAMPLE_DIR / "data", None, "sample", max_samples=6)
 (tmp / f"ready-{me}").touch()
@@ -328,3 +328,34 @@ def test_candidates_are_the_same_built_at_once_or_resumed_after_a_kill(ds, tmp_p
                          cwd=str(SAMPLE_DIR.parents[1]))
     resumed = json.loads(out.stdout.strip().splitlines()[-1])
     assert resumed == {k: r["spans"] for k, r in whole.items()}
+
+
+def test_a_stopped_tagger_training_resumes_to_the_same_weights(ds, tmp_path, caplog):
+    cfg = TaggerConfig(epochs=2, batch_size=4)
+    straight = T.train_tagger(ds["train"], cfg, factory)
+    ckpt = tmp_path / "t.training.pt"
+    for stop in (2, 4):        # mid-epoch, then at an epoch's end (9 tweets: 3 steps an epoch)
+        with pytest.raises(T._Stopped):
+            T.train_tagger(ds["train"], cfg, factory, checkpoint=ckpt, _stop_after_steps=stop)
+        assert ckpt.exists()
+    with caplog.at_level(logging.INFO, logger="tvolib.tfo.tagger"):
+        resumed = T.train_tagger(ds["train"], cfg, factory, checkpoint=ckpt)
+    assert "resuming" in caplog.text and not ckpt.exists()             # removed once training ends
+    assert T.weights_hash(resumed) == T.weights_hash(straight)
+    # a checkpoint cut short by a kill: set aside, training starts again (same weights)
+    ckpt.write_bytes(b"PK\x03\x04 torn")
+    assert T.weights_hash(T.train_tagger(ds["train"], cfg, factory, checkpoint=ckpt)) == T.weights_hash(straight)
+    assert (tmp_path / "t.training.pt.unreadable").exists() and not ckpt.exists()
+
+
+def test_make_candidates_resumes_a_stopped_fold_tagger(ds, tmp_path, monkeypatch):
+    cfg = TaggerConfig(epochs=1, k_folds=2, batch_size=4)
+    whole = make_candidates(ds, tmp_path / "a" / "c.jsonl", cfg, model_factory=factory)
+    real = T.train_tagger
+    monkeypatch.setattr(C, "train_tagger", lambda *a, **k: real(*a, **k, _stop_after_steps=1))
+    with pytest.raises(T._Stopped):
+        make_candidates(ds, tmp_path / "b" / "c.jsonl", cfg, model_factory=factory)
+    assert [p.name for p in (tmp_path / "b").glob("tagger-*.training.pt")]
+    monkeypatch.setattr(C, "train_tagger", real)
+    assert make_candidates(ds, tmp_path / "b" / "c.jsonl", cfg, model_factory=factory) == whole
+    assert not list((tmp_path / "b").glob("tagger-*.training.pt"))

@@ -23,7 +23,8 @@ there by hand, are kept as given. Records are grouped by the tagger that makes t
 bits) on the other tweets of its batch, so a group's records are made whole and carry a hash of
 its members: an interrupted run, or a quick run on a subset, never leaves part of a group to
 another set of tweets; a group with missing records is made again whole, and a complete cache
-makes a re-run do no work. Training itself is not checkpointed.
+makes a re-run do no work. A tagger's training keeps its state until it ends
+(``tvolib.tfo.tagger.training_checkpoint``): a stopped run resumes it.
 
 The full tagger is kept in its folder (``tvolib.tfo.tagger.tagger_dir``, ``build_tagger``). Several
 processes sharing a cache folder build each thing once: ``make_candidates`` holds
@@ -41,7 +42,7 @@ from filelock import FileLock
 from ..cache import JsonlCache, stable_hash
 from ..data import Tweet, entity_spans
 from .tagger import (CandidateTagger, TaggerConfig, build_tagger, lock_path, read_tagger_info, tagger_dir,
-                     train_hash, train_tagger, weights_hash)
+                     train_hash, train_tagger, training_checkpoint, weights_hash)
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,8 @@ def make_candidates(ds, cache_path: str | Path, cfg: TaggerConfig | None = None,
                 model, info = build_tagger(fit_on, cfg, path, model_factory)
                 wh = info["weights_hash"]
             else:
-                model = train_tagger(fit_on, cfg, model_factory)
+                model = train_tagger(fit_on, cfg, model_factory,
+                                     checkpoint=training_checkpoint(cache_path.parent, cfg, fit_on))
                 wh = weights_hash(model)
             preds = model.predict([t.tokens for t in todo], cfg.eval_batch_size, cfg.max_length)
             for t, spans in zip(todo, preds):

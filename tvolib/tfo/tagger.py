@@ -143,20 +143,48 @@ class CandidateTagger(nn.Module):
 
 
 def train_tagger(tweets: list[Tweet], cfg: TaggerConfig,
-                 model_factory: Callable[[], CandidateTagger] | None = None) -> CandidateTagger:
+                 model_factory: Callable[[], CandidateTagger] | None = None,
+                 checkpoint: str | Path | None = None, checkpoint_every: float = 600.0,
+                 _stop_after_steps: int | None = None) -> CandidateTagger:
     """Fine-tune a fresh tagger on ``tweets`` with cross-entropy over the first sub-tokens (with
-    ``cfg.threads`` CPU threads when set; the caller's count is restored after)."""
+    ``cfg.threads`` CPU threads when set; the caller's count is restored after).
+
+    With ``checkpoint`` (a file), the training state (weights, optimizer, schedule, data order and
+    random states) is written there every ``checkpoint_every`` seconds and at the end of every
+    epoch, and a stopped training resumes from it to the same weights as one without a stop; the
+    file is removed once training ends. An unreadable checkpoint is set aside with a warning and
+    training starts again. (``_stop_after_steps``: stop there, as a kill would; tests.)"""
     caller_threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     try:
-        return _train_tagger(tweets, cfg, model_factory)
+        return _train_tagger(tweets, cfg, model_factory, None if checkpoint is None else Path(checkpoint),
+                             checkpoint_every, _stop_after_steps)
     finally:
         torch.set_num_threads(caller_threads)
 
 
+class _Stopped(Exception):
+    """Training stopped on purpose (``_stop_after_steps``), its state in the checkpoint."""
+
+
+def _load_training_state(path: Path | None) -> dict | None:
+    if path is None or not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:   # a file cut short by a kill, or damaged: start again, keep the file to look at
+        bad = path.with_name(path.name + ".unreadable")
+        os.replace(path, bad)
+        log.warning("%s: unreadable tagger checkpoint (%s: %s), moved to %s; training starts again",
+                    path, type(e).__name__, e, bad.name)
+        return None
+
+
 def _train_tagger(tweets: list[Tweet], cfg: TaggerConfig,
-                  model_factory: Callable[[], CandidateTagger] | None = None) -> CandidateTagger:
+                  model_factory: Callable[[], CandidateTagger] | None = None,
+                  checkpoint: Path | None = None, checkpoint_every: float = 600.0,
+                  stop_after_steps: int | None = None) -> CandidateTagger:
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     model = model_factory() if model_factory else CandidateTagger(cfg.encoder, cfg.dropout)
@@ -181,13 +209,36 @@ def _train_tagger(tweets: list[Tweet], cfg: TaggerConfig,
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / max(1, steps - warm))))
     loss_fn = nn.CrossEntropyLoss()
-    step = 0
-    for ep in range(cfg.epochs):
+    # the data order is kept as indices (shuffled in place every epoch, as the list itself would be)
+    step, first_epoch, start, order, tot = 0, 0, 0, list(range(len(data))), 0.0
+    state = _load_training_state(checkpoint)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        step, first_epoch, start, order, tot = (state["step"], state["epoch"], state["position"],
+                                                list(state["order"]), state["loss_sum"])
+        rng.setstate((state["py_rng"][0], tuple(state["py_rng"][1]), state["py_rng"][2]))
+        torch.set_rng_state(state["torch_rng"])
+        log.info("  tagger: resuming from %s (epoch %d, tweet %d of %d)", checkpoint, first_epoch + 1, start,
+                 len(data))
+
+    def save(epoch: int, position: int) -> None:
+        tmp = checkpoint.with_name(checkpoint.name + ".tmp")
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                    "step": step, "epoch": epoch, "position": position, "order": order, "loss_sum": tot,
+                    "py_rng": list(rng.getstate()), "torch_rng": torch.get_rng_state()}, tmp)
+        os.replace(tmp, checkpoint)
+
+    last_save = time.time()
+    for ep in range(first_epoch, cfg.epochs):
         model.train()
-        rng.shuffle(data)
-        t0, tot = time.time(), 0.0
-        for i in range(0, len(data), cfg.batch_size):
-            chunk = data[i:i + cfg.batch_size]
+        if start == 0:
+            rng.shuffle(order)
+            tot = 0.0
+        t0 = time.time()
+        for i in range(start, len(data), cfg.batch_size):
+            chunk = [data[j] for j in order[i:i + cfg.batch_size]]
             b = model.batch([c[0] for c in chunk], cfg.max_length)
             logits = model(**b)
             gold = torch.zeros(b["word_mask"].shape, dtype=torch.long)
@@ -199,10 +250,26 @@ def _train_tagger(tweets: list[Tweet], cfg: TaggerConfig,
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step(); sched.step(); step += 1
             tot += loss.item() * len(chunk)
+            done = i + cfg.batch_size >= len(data)
+            if checkpoint is not None and (done or time.time() - last_save >= checkpoint_every
+                                           or step == stop_after_steps):
+                save(ep + 1, 0) if done else save(ep, i + cfg.batch_size)
+                last_save = time.time()
+            if step == stop_after_steps:
+                raise _Stopped(f"stopped after {step} steps")
+        start = 0
         dt = time.time() - t0
         log.info("  tagger epoch %d/%d: loss %.4f, %.1f tweets/s", ep + 1, cfg.epochs, tot / len(data),
                  len(data) / max(dt, 1e-9))
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)
     return model.eval()
+
+
+def training_checkpoint(cache_dir: str | Path, cfg: TaggerConfig, train: list[Tweet]) -> Path:
+    """Where the training of a tagger on ``train`` with ``cfg`` keeps its state until it ends (a
+    stopped run resumes from it): ``<dataset_cache>/tagger-<config hash>-<train hash>.training.pt``."""
+    return Path(cache_dir) / f"tagger-{cfg.hash()}-{train_hash(train)}.training.pt"
 
 
 def lock_path(path: str | Path) -> Path:
@@ -318,7 +385,7 @@ def build_tagger(train: list[Tweet], cfg: TaggerConfig, path: str | Path,
         if read_tagger_info(path) is not None:
             return load_tagger(path)
         log.info("candidate tagger [all]: training on %d tweets", len(train))
-        model = train_tagger(train, cfg, model_factory)
+        model = train_tagger(train, cfg, model_factory, checkpoint=training_checkpoint(path.parent, cfg, train))
         save_tagger(model, path, cfg, len(train))
         return model, read_tagger_info(path)
 
