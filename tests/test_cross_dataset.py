@@ -32,6 +32,13 @@ def test_a_checkpoint_on_its_own_test_set_scores_what_its_run_scored(trained, tm
         core = score([only_types(x) for x in gold], [only_types(x) for x in want]).row()
         assert rec["core_types"][cond]["F1"] == core["F1"] and "MISC" not in rec["core_types"][cond]
     assert json.loads((tmp_path / "out" / "cross.json").read_text())["test"] == rec["test"]
+    # and it tags them once: leaving out what it does not read is no other pass
+    from tvolib.predict import Predictor
+    p, calls = Predictor(ckpt, cache_dir=str(tmp_path / "c")), []
+    run = p.run
+    p.run = lambda *a, **k: calls.append(1) or run(*a, **k)
+    out = p.predict(["Obama visits Paris"], left_out=["no_knowledge", "no_visual", "neither"])
+    assert len(calls) == 1 and set(out[0]["left_out"]) == {"no_knowledge", "no_visual", "neither"}
     assert cross_evaluate(ckpt, SAMPLE_TEST, tmp_path / "few", max_eval_samples=5,
                           cache_dir=str(tmp_path / "c"))["tweets"] == 5
 

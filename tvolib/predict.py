@@ -294,12 +294,17 @@ class Predictor:
         aug = prepared.meta.get("_augmentations", {})
         examples = [by_id[u.id] for _, u in flat]
         pred, diag = self.run(examples, prepared.collate, batch_size, diagnostics)
-        # the same examples with side inputs left out (a model that reads none tags them alike)
-        others = {}
-        for name in set(left_out) | ({"neither"} if without_side_inputs else set()):
-            kn, vis = LEFT_OUT[name]
-            others[name] = (self.run(*withheld(prepared, "test", knowledge=kn, visual=vis, examples=examples),
-                                     batch_size, False)[0] if model_cfg.arch == "tvomner" else pred)
+        # the same examples with side inputs left out; leaving out an input the model does not read
+        # changes nothing, so each distinct set of inputs the model loses is tagged once
+        others, runs = {}, {(False, False): pred}
+        reads = (model_cfg.arch == "tvomner" and model_cfg.reads_knowledge is not None,
+                 model_cfg.arch == "tvomner" and model_cfg.visual != "none")
+        for name in sorted(set(left_out) | ({"neither"} if without_side_inputs else set())):
+            lost = (LEFT_OUT[name][0] and reads[0], LEFT_OUT[name][1] and reads[1])
+            if lost not in runs:
+                runs[lost] = self.run(*withheld(prepared, "test", knowledge=lost[0], visual=lost[1],
+                                                examples=examples), batch_size, False)[0]
+            others[name] = runs[lost]
         out, k = [], 0
         for (t, _), us in zip(parts, internal):
             labels, cands, ds_ = [], [], []
