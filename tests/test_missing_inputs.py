@@ -143,6 +143,24 @@ def test_the_missing_inputs_table_pairs_each_condition_with_text_only(tmp_path):
     md = missing_inputs_markdown(t)
     assert "| tvomner+pgim | knowledge | 1,2,3 |" in md and "lower" in md and "higher" in md
     assert 'Recipe: `{"epochs": 1}` (p.yaml)' in md and "`tvomner+pgim`: per-tweet PGIM texts" in md
+    assert "valid F1" not in md                  # no run was scored on valid with inputs left out
+    # runs scored on valid too: the valid F1 beside the test F1 (what a recipe is chosen on)
+    for setting in ("text-only", "tvomner+pgim"):
+        for seed in (1, 2, 3):
+            m = json.loads((folder / f"{setting}-s{seed}" / "metrics.json").read_text())
+            m["valid"] = {"F1": 70.0 + seed}
+            if setting != "text-only":
+                m["missing_inputs_valid"] = {"no_knowledge": {"F1": 60.0 + seed}}
+            (folder / f"{setting}-s{seed}" / "metrics.json").write_text(json.dumps(m))
+    t = missing_inputs_table(folder)
+    row = next(r for r in t["rows"] if r["setting"] == "tvomner+pgim")
+    assert row["cells"]["no_knowledge"]["valid_F1"] == [61.0, 62.0, 63.0]
+    assert "valid_F1" not in row["cells"]["no_visual"]
+    md = missing_inputs_markdown(t)
+    assert "| F1 | valid F1 |" in md and "| tvomner+pgim | knowledge | 1,2,3 | " in md
+    line = next(x for x in md.splitlines() if x.startswith("| tvomner+pgim | knowledge |"))
+    assert line.split(" | ")[4] == "62.00 ± 1.00"
+    assert next(x for x in md.splitlines() if x.startswith("| text-only |")).split(" | ")[4] == "72.00 ± 1.00"
     write_tables(tmp_path / "exp")
     assert (tmp_path / "exp" / "missing_inputs.md").exists()
     assert LABELS  # the label set the predictions use

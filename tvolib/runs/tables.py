@@ -270,6 +270,9 @@ def missing_rows(man: dict, runs: dict[str, dict[int, dict]], where: str, refere
             if not seeds:
                 continue
             cell = {"seeds": seeds, "F1": [round(f1(got[sd]), 6) for sd in seeds]}
+            valid = [_valid_f1(got[sd]["metrics"], cond, s == reference) for sd in seeds]
+            if any(v is not None for v in valid):       # what a choice among settings may look at
+                cell["valid_F1"] = valid
             shared = sorted(set(seeds) & set(ref))
             if s != reference and shared:
                 a = {sd: {"metrics": ref[sd]["metrics"], "dir": ref[sd]["dir"]} for sd in shared}
@@ -283,6 +286,16 @@ def missing_rows(man: dict, runs: dict[str, dict[int, dict]], where: str, refere
         return None
     return {"dataset": man["dataset"], "reference": reference, "recipe": man["recipe"], "model": man["model"],
             "facts": man["facts_text"], "params_file": man["params_file"], "rows": rows}
+
+
+def _valid_f1(metrics: dict, cond: str, reference: bool) -> float | None:
+    """Valid F1 of a run under a missing-inputs condition (the selected epoch's; None when the run
+    was not scored on valid with the inputs left out)."""
+    if cond == "all" or reference:
+        v = (metrics.get("valid") or {}).get("F1")
+    else:
+        v = ((metrics.get("missing_inputs_valid") or {}).get(cond) or {}).get("F1")
+    return None if v is None else round(v, 6)
 
 
 def _recipe_line(t: dict) -> str:
@@ -301,6 +314,12 @@ def missing_inputs_markdown(t: dict) -> str:
              "both intervals lie on one side of zero.", "",
              "| setting | left out | seeds | F1 | ΔF1 per seed | mean ΔF1 | over seeds | over tweets | verdict |",
              "|---|---|---|---:|---|---:|---|---|---|"]
+    has_valid = any("valid_F1" in c for r in t["rows"] for c in r["cells"].values())
+    if has_valid:
+        lines[4] += (" Valid F1: the same on the valid split (the selected epoch), which a choice between "
+                      "recipes may use (test never).")
+        lines[-2] = lines[-2].replace("| F1 |", "| F1 | valid F1 |")
+        lines[-1] = lines[-1].replace("|---:|---|---:|", "|---:|---:|---|---:|", 1)
     for r in t["rows"]:
         for cond, _, what in CONDITIONS:
             c = r["cells"].get(cond)
@@ -312,7 +331,9 @@ def missing_inputs_markdown(t: dict) -> str:
                 verdict = "higher" if d["b_beats_a"] else "lower" if d["a_beats_b"] else "not shown"
                 cells = [", ".join(f"{x:+.2f}" for x in d["per_seed"]), f"{d['mean']:+.2f}", _ci(d["seed_ci95"]),
                          _ci(d["tweet_ci95"]), verdict]
-            lines.append(f"| {r['setting']} | {what} | {','.join(map(str, c['seeds']))} | {_fmt_mean_sd(c['F1'])} | "
+            valid = [v for v in c.get("valid_F1") or [] if v is not None]
+            f1 = _fmt_mean_sd(c["F1"]) + (f" | {_fmt_mean_sd(valid) if valid else '—'}" if has_valid else "")
+            lines.append(f"| {r['setting']} | {what} | {','.join(map(str, c['seeds']))} | {f1} | "
                          + " | ".join(cells) + " |")
     lines += ["", "Settings (what each reads, its knowledge source included): "
               + "; ".join(f"`{r['setting']}`: {r['what']}" for r in t["rows"] if r["what"])]
