@@ -164,3 +164,26 @@ def test_the_missing_inputs_table_pairs_each_condition_with_text_only(tmp_path):
     write_tables(tmp_path / "exp")
     assert (tmp_path / "exp" / "missing_inputs.md").exists()
     assert LABELS  # the label set the predictions use
+
+
+def test_tables_of_a_dropout_experiment_keep_text_only_whose_run_has_no_dropout(tmp_path):
+    # the batch leaves the dropout of inputs a setting does not read out of its run (and reuses
+    # Table 2's); the tables must still count that run as the experiment's
+    from tvolib.runs.tables import finished_runs, missing_inputs_table
+    folder = tmp_path / "exp" / "toy"
+    folder.mkdir(parents=True)
+    man = {"dataset": "toy", "settings": ["text-only", "tvomner+pgim"], "reference": "tvomner+pgim",
+           "recipe": {"epochs": 1, "knowledge_dropout": 0.25, "visual_dropout": 0.25}, "model": {}, "data": {},
+           "identical": {}, "summaries": {}, "comparisons": [], "facts_text": "", "params_file": "p.yaml"}
+    (folder / "manifest.json").write_text(json.dumps(man))
+    gold = [["B-PER", "O", "B-LOC"]] * 20
+    miss = lambda n: [["B-PER", "O", "O"] if i < n else ["B-PER", "O", "B-LOC"] for i in range(20)]  # noqa: E731
+    _run(folder, "text-only", 1, gold, {"all": miss(5)}, {**man, "recipe": {"epochs": 1}})
+    _run(folder, "tvomner+pgim", 1, gold, {"all": miss(3), "no_knowledge": miss(6)}, man)
+    _run(folder, "tvomner+pgim", 2, gold, {"all": miss(3), "no_knowledge": miss(6)},
+         {**man, "recipe": {"epochs": 2}})                     # another recipe's run: not this table's
+    _, runs = finished_runs(folder)
+    assert {s: sorted(r) for s, r in runs.items()} == {"text-only": [1], "tvomner+pgim": [1]}
+    row = next(r for r in missing_inputs_table(folder)["rows"] if r["setting"] == "tvomner+pgim")
+    assert row["cells"]["no_knowledge"]["delta"]["per_seed"] == pytest.approx(
+        [score(gold, miss(6)).row()["F1"] - score(gold, miss(5)).row()["F1"]])

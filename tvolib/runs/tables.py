@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 
 from ..cache import atomic_write_json, atomic_write_text
 from ..evaluate import CONDITIONS, read_predictions
+from ..settings import setting_recipe
 from ..stats import beats, paired_bootstrap_seeds, seed_interval
 from .identity import same_identity
 
@@ -40,8 +41,9 @@ def finished_runs(folder: Path) -> tuple[dict, dict[str, dict[int, dict]]]:
         m = pf.parent / "metrics.json"
         prov = json.loads(pf.read_text())
         ident = prov["identity"]
+        own = setting_recipe(ident["setting"], man["recipe"], man["model"])    # as the batch planned it
         if not same_identity({k: ident.get(k) for k in ("recipe", "model", "data")},
-                              {k: man[k] for k in ("recipe", "model", "data")}):
+                              {"recipe": own, "model": man["model"], "data": man["data"]}):
             continue                                 # another recipe: not this table's run
         runs.setdefault(ident["setting"], {})[ident["seed"]] = {"metrics": json.loads(m.read_text()),
                                                                 "dir": m.parent}
