@@ -317,7 +317,7 @@ def test_two_experiments_compared_run_by_run(tmp_path):
     assert d[0] < 0 and d[1] < d[0] and rows["tvomner+pgim"]["tweet_ci95"][1] < 0
     assert rows["tvomner+pgim"]["seed_ci95"] is not None and not rows["tvomner+pgim"]["b_beats_a"]
     md = (tmp_path / "reports" / "compare-a-vs-b.md").read_text()
-    assert "`precision`: 'fp32' in `a`, 'bf16' in `b`" in md and "| sample | tvomner+pgim | 1,2 |" in md
+    assert "`precision`: 'fp32' in `a`, 'bf16' in `b`" in md and "| sample | tvomner+pgim | nothing | 1,2 |" in md
 
 
 @pytest.mark.slow

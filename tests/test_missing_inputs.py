@@ -187,3 +187,27 @@ def test_tables_of_a_dropout_experiment_keep_text_only_whose_run_has_no_dropout(
     row = next(r for r in missing_inputs_table(folder)["rows"] if r["setting"] == "tvomner+pgim")
     assert row["cells"]["no_knowledge"]["delta"]["per_seed"] == pytest.approx(
         [score(gold, miss(6)).row()["F1"] - score(gold, miss(5)).row()["F1"]])
+
+
+def test_two_experiments_are_compared_under_each_missing_inputs_condition(tmp_path):
+    # e.g. side-input dropout against none: with the knowledge left out is where it should differ
+    from tvolib.runs.tables import compare_experiments, compare_markdown
+    gold = [["B-PER", "O", "B-LOC"]] * 30
+    miss = lambda n: [["B-PER", "O", "O"] if i < n else ["B-PER", "O", "B-LOC"] for i in range(30)]  # noqa: E731
+    for name, recipe, nok in (("a", {"epochs": 1}, {1: 12, 2: 13}), ("b", {"epochs": 1, "knowledge_dropout": 0.25},
+                                                                       {1: 6, 2: 8})):
+        folder = tmp_path / name / "toy"
+        folder.mkdir(parents=True)
+        man = {"dataset": "toy", "settings": ["tvomner+pgim"], "reference": "tvomner+pgim", "recipe": recipe,
+               "model": {}, "data": {}, "identical": {}, "summaries": {}}
+        (folder / "manifest.json").write_text(json.dumps(man))
+        for seed in (1, 2):
+            _run(folder, "tvomner+pgim", seed, gold, {"all": miss(3), "no_knowledge": miss(nok[seed])}, man)
+    c = compare_experiments(tmp_path / "a", tmp_path / "b")
+    rows = {r["left_out"]: r for r in c["rows"]}
+    assert set(rows) == {"nothing", "knowledge"} and c["differs"] == {"knowledge_dropout": (None, 0.25)}
+    assert rows["nothing"]["per_seed"] == [0.0, 0.0]
+    want = [score(gold, miss(b)).row()["F1"] - score(gold, miss(a)).row()["F1"] for a, b in ((12, 6), (13, 8))]
+    assert rows["knowledge"]["per_seed"] == pytest.approx(want) and rows["knowledge"]["tweet_ci95"][0] > 0
+    md = compare_markdown(c)
+    assert "| toy | tvomner+pgim | knowledge | 1,2 |" in md and '"left out"' in md

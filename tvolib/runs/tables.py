@@ -51,13 +51,15 @@ def finished_runs(folder: Path) -> tuple[dict, dict[str, dict[int, dict]]]:
 
 
 def paired_delta(a: dict[int, dict], b: dict[int, dict], seeds: list[int], where: str, read,
-                 file_b: str = "test_predictions.conll.gz") -> tuple[dict, dict]:
+                 file_b: str = "test_predictions.conll.gz",
+                 file_a: str = "test_predictions.conll.gz") -> tuple[dict, dict]:
     """ΔF1 = b − a on test over ``seeds`` (runs as in :func:`finished_runs`): the paired tweet
     bootstrap (every seed scored on each resample) and the t-interval over the per-seed deltas.
-    ``read`` maps a predictions file to (gold, predictions); ``file_b``: b's predictions file."""
+    ``read`` maps a predictions file to (gold, predictions); ``file_a``, ``file_b``: the runs'
+    predictions files (another missing-inputs condition's)."""
     gold, pa, pb = None, [], []
     for sd in seeds:
-        g_a, p_a = read(a[sd]["dir"] / "test_predictions.conll.gz")
+        g_a, p_a = read(a[sd]["dir"] / file_a)
         g_b, p_b = read(b[sd]["dir"] / file_b)
         if g_a != g_b or (gold is not None and gold != g_a):
             raise ValueError(f"{where} (seed {sd}) were scored on different test sets")
@@ -85,10 +87,18 @@ def _verdict(d: dict, a: str, b: str) -> str:
     return f"`{b}` higher" if d["b_beats_a"] else f"`{a}` higher" if d["a_beats_b"] else "not shown"
 
 
+def _condition_f1(metrics: dict, cond: str) -> float | None:
+    """Test F1 of a run with the side inputs of ``cond`` left out (``all``: with everything)."""
+    if cond == "all":
+        return metrics["test"]["F1"]
+    return ((metrics.get("missing_inputs") or {}).get(cond) or {}).get("F1")
+
+
 def compare_experiments(a: Path, b: Path) -> dict:
     """Each (dataset, setting) finished in both experiments ``a`` and ``b`` (folders under
     ``reports/experiments``), paired by seed: ΔF1 = b − a per seed, the t-interval over seeds and the
-    paired tweet bootstrap, and what differs between the two recipes (e.g. the precision)."""
+    paired tweet bootstrap, and what differs between the two recipes (e.g. the precision). A setting
+    whose runs of both were also scored with side inputs left out gets a row per condition."""
     rows = []
     diff = {}
     for fa in sorted(p for p in a.glob("*") if (p / "manifest.json").exists()):
@@ -108,12 +118,17 @@ def compare_experiments(a: Path, b: Path) -> dict:
             seeds = sorted(set(runs_a[setting]) & set(runs_b[setting]))
             if not seeds:
                 continue
-            fa_ = [runs_a[setting][sd]["metrics"]["test"]["F1"] for sd in seeds]
-            fb_ = [runs_b[setting][sd]["metrics"]["test"]["F1"] for sd in seeds]
-            boot, over = paired_delta(runs_a[setting], runs_b[setting], seeds, f"{fa.name} {setting}",
-                                      read_predictions)
-            rows.append({"dataset": fa.name, "setting": setting, "seeds": seeds, "f1_a": fa_, "f1_b": fb_,
-                         **delta_record(boot, over)})
+            for cond, fname, what in CONDITIONS:
+                fa_ = [_condition_f1(runs_a[setting][sd]["metrics"], cond) for sd in seeds]
+                fb_ = [_condition_f1(runs_b[setting][sd]["metrics"], cond) for sd in seeds]
+                if None in fa_ or None in fb_:
+                    continue
+                pair = [{sd: {"metrics": {"test": {"F1": f}}, "dir": runs[setting][sd]["dir"]}
+                         for sd, f in zip(seeds, fs)} for runs, fs in ((runs_a, fa_), (runs_b, fb_))]
+                boot, over = paired_delta(*pair, seeds, f"{fa.name} {setting} ({what} left out)",
+                                          read_predictions, file_b=fname, file_a=fname)
+                rows.append({"dataset": fa.name, "setting": setting, "left_out": what, "seeds": seeds,
+                             "f1_a": fa_, "f1_b": fb_, **delta_record(boot, over)})
     return {"a": a.name, "b": b.name, "differs": diff, "rows": rows}
 
 
@@ -123,16 +138,20 @@ def compare_markdown(c: dict) -> str:
     lines = [f"# `{c['b']}` against `{c['a']}`", "",
              f"Recipes differ in: {what or 'nothing'}. ΔF1 = `{c['b']}` − `{c['a']}` on test, paired by "
              "seed; 95 % intervals over seeds (t) and over test tweets (paired bootstrap).", "",
-             f"| dataset | setting | seeds | F1 `{c['a']}` | F1 `{c['b']}` | ΔF1 per seed | mean ΔF1 | over seeds "
-             "| over tweets | differ? |", "|---|---|---|---|---|---|---:|---|---|---|"]
+             f"| dataset | setting | left out | seeds | F1 `{c['a']}` | F1 `{c['b']}` | ΔF1 per seed | mean ΔF1 "
+             "| over seeds | over tweets | differ? |", "|---|---|---|---|---|---|---|---:|---|---|---|"]
+    if any(r.get("left_out", "nothing") != "nothing" for r in c["rows"]):
+        lines[2] += (" \"left out\": the same runs scored with that side input left out of every test tweet "
+                     "(as a new tweet without it gets).")
     for r in c["rows"]:
         verdict = _verdict(r, c["a"], c["b"])
-        lines.append(f"| {r['dataset']} | {r['setting']} | {','.join(map(str, r['seeds']))} | "
+        lines.append(f"| {r['dataset']} | {r['setting']} | {r.get('left_out', 'nothing')} | "
+                     f"{','.join(map(str, r['seeds']))} | "
                      f"{_fmt_mean_sd(r['f1_a'])} | {_fmt_mean_sd(r['f1_b'])} | "
                      f"{', '.join(f'{x:+.2f}' for x in r['per_seed'])} | {r['mean']:+.2f} | "
                      f"{_ci(r['seed_ci95'])} | {_ci(r['tweet_ci95'])} | {verdict} |")
     if not c["rows"]:
-        lines.append("| — | no setting finished in both yet | | | | | | | | |")
+        lines.append("| — | no setting finished in both yet | | | | | | | | | |")
     return "\n".join(lines) + "\n"
 
 
