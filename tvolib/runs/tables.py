@@ -41,7 +41,10 @@ def finished_runs(folder: Path) -> tuple[dict, dict[str, dict[int, dict]]]:
         m = pf.parent / "metrics.json"
         prov = json.loads(pf.read_text())
         ident = prov["identity"]
-        own = setting_recipe(ident["setting"], man["recipe"], man["model"])    # as the batch planned it
+        try:                                         # the recipe as the batch planned the setting's run
+            own = setting_recipe(ident["setting"], man["recipe"], man["model"])
+        except KeyError:                             # a setting this code does not define: as written
+            own = man["recipe"]
         if not same_identity({k: ident.get(k) for k in ("recipe", "model", "data")},
                               {"recipe": own, "model": man["model"], "data": man["data"]}):
             continue                                 # another recipe: not this table's run
