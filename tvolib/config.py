@@ -125,6 +125,11 @@ class ModelConfig:
             return None
         return self.knowledge_source
 
+    @property
+    def reads_visual(self) -> bool:
+        """Does this model read a visual input (image, caption, objects)?"""
+        return self.arch == "tvomner" and self.visual != "none"
+
 
 @dataclass
 class TrainConfig:

@@ -297,8 +297,7 @@ class Predictor:
         # the same examples with side inputs left out; leaving out an input the model does not read
         # changes nothing, so each distinct set of inputs the model loses is tagged once
         others, runs = {}, {(False, False): pred}
-        reads = (model_cfg.arch == "tvomner" and model_cfg.reads_knowledge is not None,
-                 model_cfg.arch == "tvomner" and model_cfg.visual != "none")
+        reads = (model_cfg.reads_knowledge is not None, model_cfg.reads_visual)
         for name in sorted(set(left_out) | ({"neither"} if without_side_inputs else set())):
             lost = (LEFT_OUT[name][0] and reads[0], LEFT_OUT[name][1] and reads[1])
             if lost not in runs:

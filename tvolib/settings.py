@@ -213,7 +213,7 @@ def setting_recipe(setting: str, recipe: dict | None, model: dict | None = None)
     recipe, cfg = dict(recipe or {}), model_config(setting, model)
     if cfg.reads_knowledge is None:
         recipe.pop("knowledge_dropout", None)
-    if cfg.arch != "tvomner" or cfg.visual == "none":
+    if not cfg.reads_visual:
         recipe.pop("visual_dropout", None)
     return recipe
 

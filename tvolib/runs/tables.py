@@ -330,20 +330,17 @@ def _recipe_line(t: dict) -> str:
 
 
 def missing_inputs_markdown(t: dict) -> str:
+    has_valid = any("valid_F1" in c for r in t["rows"] for c in r["cells"].values())
     lines = [f"## {t['dataset']}: side inputs left out at test time", "", _recipe_line(t), "",
              "Test F1 with every tweet's side inputs, and with the knowledge (the candidates stay), the visual "
              "input (image, caption, objects) or both left out of every tweet, as a new tweet without them "
              f"gets. ΔF1 = setting − `{t['reference']}` (which reads neither) on the seeds both ran; 95 % "
              "intervals over seeds (t) and over test tweets (paired bootstrap); \"higher\"/\"lower\" only when "
-             "both intervals lie on one side of zero.", "",
-             "| setting | left out | seeds | F1 | ΔF1 per seed | mean ΔF1 | over seeds | over tweets | verdict |",
-             "|---|---|---|---:|---|---:|---|---|---|"]
-    has_valid = any("valid_F1" in c for r in t["rows"] for c in r["cells"].values())
-    if has_valid:
-        lines[4] += (" Valid F1: the same on the valid split (the selected epoch), which a choice between "
-                      "recipes may use (test never).")
-        lines[-2] = lines[-2].replace("| F1 |", "| F1 | valid F1 |")
-        lines[-1] = lines[-1].replace("|---:|---|---:|", "|---:|---:|---|---:|", 1)
+             "both intervals lie on one side of zero." + (" Valid F1: the same on the valid split (the selected "
+             "epoch), which a choice between recipes may use (test never)." if has_valid else ""), "",
+             "| setting | left out | seeds | F1 |" + (" valid F1 |" if has_valid else "")
+             + " ΔF1 per seed | mean ΔF1 | over seeds | over tweets | verdict |",
+             "|---|---|---|---:|" + ("---:|" if has_valid else "") + "---|---:|---|---|---|"]
     for r in t["rows"]:
         for cond, _, what in CONDITIONS:
             c = r["cells"].get(cond)
