@@ -27,7 +27,7 @@ reports: $(STAMP)
 	$(BIN)/python -m tvolib.reports --jobs $(JOBS) $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile --durations=15 $(ARGS)
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist worksteal --durations=15 $(ARGS)
 
 # notebook 06 in JupyterLab, its HTML copy and the Voilà demo page, in headless Chromium (installs chromium and playwright)
 browser-check: $(STAMP)

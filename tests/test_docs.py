@@ -52,3 +52,16 @@ def test_the_package_has_no_import_cycle_at_most_8_levels_and_no_imports_in_func
     assert g["cycles"] == [] and g["levels"] <= 8, (g["cycles"], g["levels"])
     assert g["imports_in_functions"] == []
     assert all(n <= 420 for _, n in g["over_400_lines"]), g["over_400_lines"]
+
+
+def test_reading_settings_and_the_batch_cli_leave_the_model_libraries_unimported():
+    """Every run's first cell and every ``python -m tvolib.runs`` call read settings and resolve
+    resources; timm (with torchvision and torch._dynamo), the openai client and GroundingDINO's model
+    code are imported only where a model or a client is made (they cost seconds per process)."""
+    import subprocess
+    import sys
+    heavy = ("timm", "torchvision", "openai", "transformers.models.grounding_dino.modeling_grounding_dino")
+    code = ("import sys, tvolib.settings, tvolib.resources, tvolib.runs.cli, tvolib.llm_client;"
+            f"print([m for m in {heavy!r} if m in sys.modules])")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr[-2000:]

@@ -179,10 +179,17 @@ def test_a_job_that_finds_its_run_held_touches_nothing(tmp_path, monkeypatch, ca
 def test_a_job_ended_without_an_exit_status_is_a_failure_said_in_the_run_log(tmp_path):
     """A cancelled job (or one Slurm stopped at its time limit) has no result: exit status 1, and
     ``run.log`` says which job and where its output is, for the FAILED line."""
+    import signal
     import time
     from tvolib.runs.executors import Submitted
     ex = make_executor(ExecutorConfig(kind="submitit-local", timeout_min=10), tmp_path / "jobs")
-    job = Submitted(ex.submit(time.sleep, 900), tmp_path / "run.log")
+    # submitted as the batch submits, with its SIGINT handler installed: a job then starts with SIGINT at
+    # its default even under a shell that ignores it (`... &`), and the cancel's SIGINT stops it
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        job = Submitted(ex.submit(time.sleep, 900), tmp_path / "run.log")
+    finally:
+        signal.signal(signal.SIGINT, old)
     assert job.poll() is None and not job.queued()
     job.terminate()
     deadline = time.time() + 600           # a loaded machine can take long to stop it; the job sleeps longer

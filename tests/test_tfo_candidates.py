@@ -231,6 +231,38 @@ def test_the_full_tagger_is_built_once_by_two_threads(tmp_path, monkeypatch):
     assert read_tagger_info(path)["trained_on"] == 6
 
 
+def test_a_tagger_in_training_does_not_hold_up_a_run_with_another_tagger(tmp_path, monkeypatch):
+    """Two runs sharing a cache folder with other tagger settings (MiniLM and MPNet-base, say): while
+    one trains its tagger, the other makes (or reads) its own candidates in the same file."""
+    full = load_dataset(SAMPLE_DIR / "data", None, "sample", max_samples=6)
+    path = tmp_path / "cache" / "candidates.jsonl"
+    slow_cfg, fast_cfg = TaggerConfig(epochs=1, k_folds=2, batch_size=4), TaggerConfig(epochs=2, k_folds=2, batch_size=4)
+    in_training, release, real = threading.Event(), threading.Event(), T.train_tagger
+
+    def train(tweets, cfg, *a, **kw):
+        if cfg == slow_cfg:
+            in_training.set()
+            assert release.wait(300)
+        return real(tweets, cfg, *a, **kw)
+    patch_training(monkeypatch, train)
+    out = {}
+    slow = threading.Thread(target=lambda: out.update(slow=make_candidates(full, path, slow_cfg, model_factory=factory)))
+    slow.start()
+    try:
+        assert in_training.wait(120)
+        fast = threading.Thread(target=lambda: out.update(fast=make_candidates(full, path, fast_cfg, model_factory=factory)))
+        fast.start()
+        fast.join(120)
+        assert not fast.is_alive() and slow.is_alive(), "the second run waited for the first run's tagger"
+    finally:
+        release.set()
+        slow.join(300)
+    assert len(out["fast"]) == len(out["slow"]) == 18
+    recs = [json.loads(l) for l in path.read_text().splitlines()]
+    assert len(recs) == 36 and {r["config_hash"] for r in recs} == {slow_cfg.hash(), fast_cfg.hash()}
+    assert make_candidates(full, path, fast_cfg, model_factory=factory) == out["fast"]     # both kept
+
+
 TWO_PROCESSES = """
 import json, sys, time
 from pathlib import Path

@@ -25,8 +25,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping
 from urllib.parse import urlparse
 
-import openai
-from openai import OpenAI
 from tqdm.auto import tqdm
 
 from .cache import JsonlCache
@@ -110,6 +108,7 @@ class LLMClient:
                                   "/v1 URL: GPT-4o, vLLM, Ollama, llama.cpp) and TVOMNER_LLM_MODEL, "
                                   "and OPENAI_API_KEY when the endpoint needs one")
         self.cfg = cfg
+        from openai import OpenAI   # the client (~1 s to import) where an endpoint is used
         self.client = OpenAI(base_url=cfg.base_url, api_key=cfg.api_key or "no-key",
                              max_retries=cfg.max_retries, timeout=cfg.timeout)
         self.endpoint = endpoint_host(cfg.base_url)
@@ -121,6 +120,7 @@ class LLMClient:
             self.retries += retries
 
     def chat(self, messages: list[dict], model: str | None = None) -> Completion:
+        import openai
         model = model or self.cfg.model
         try:
             raw = self.client.chat.completions.with_raw_response.create(

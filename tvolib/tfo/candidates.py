@@ -27,9 +27,12 @@ makes a re-run do no work. A tagger's training keeps its state until it ends
 (``tvolib.tfo.tagger.training_checkpoint``): a stopped run resumes it.
 
 The full tagger is kept in its folder (``tvolib.tfo.tagger.tagger_dir``, ``build_tagger``). Several
-processes sharing a cache folder build each thing once: ``make_candidates`` holds
-``candidates.jsonl.lock`` and the tagger's training holds ``tagger-....lock`` (``filelock``); a
-process that waits finds the records or the saved tagger and uses them.
+processes sharing a cache folder build each thing once and do not wait on each other's work: the
+file is read and appended to under ``candidates.jsonl.lock`` (held for moments), a group's records
+are made under ``candidates.jsonl.<config>-<train>.lock`` (one lock per tagger recipe: a run training
+an MPNet-base tagger for hours does not hold up a MiniLM run whose candidates are cached), and the full
+tagger's training holds ``tagger-....lock`` (``filelock``); a process that waits finds the records or
+the saved tagger and uses them.
 """
 from __future__ import annotations
 
@@ -77,60 +80,78 @@ def make_candidates(ds, cache_path: str | Path, cfg: TaggerConfig | None = None,
             groups.setdefault("all", []).extend(tweets)
     chash = cfg.hash()
     cache_path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(lock_path(cache_path)):
-        cache = JsonlCache(cache_path, key=("key", "id"))
-        by_recipe = {(r.get("train_hash"), r.get("id")): r for r in cache
-                     if "tagger" in r and r.get("config_hash") == chash}
-        out: dict[str, dict] = {}
+    out: dict[str, dict] = {}
 
-        def reusable(t: Tweet, rec: dict | None) -> bool:
-            return rec is not None and rec.get("tokens_hash", tokens_hash(t.tokens)) == tokens_hash(t.tokens)
+    def reusable(t: Tweet, rec: dict | None) -> bool:
+        return rec is not None and rec.get("tokens_hash", tokens_hash(t.tokens)) == tokens_hash(t.tokens)
 
-        def by_hand(t: Tweet) -> dict | None:     # no tagger, no config hash: put there by hand, kept as given
-            rec = cache.get(t.id)
-            return rec if rec is not None and "tagger" not in rec and "config_hash" not in rec else None
+    def read() -> JsonlCache:
+        with FileLock(lock_path(cache_path)):       # held while the file is read or appended to
+            return JsonlCache(cache_path, key=("key", "id"))
 
-        for g in sorted(groups, key=lambda g: (g == "all", str(g))):
-            fit_on = train if g == "all" else [t for t in train if fold_of(t.id, k, cfg.seed) != g]
-            th = train_hash(fit_on)
-            path = tagger_dir(cache_path.parent, cfg, fit_on) if g == "all" else None
+    cache = read()
+    for g in sorted(groups, key=lambda g: (g == "all", str(g))):
+        fit_on = train if g == "all" else [t for t in train if fold_of(t.id, k, cfg.seed) != g]
+        th = train_hash(fit_on)
+        path = tagger_dir(cache_path.parent, cfg, fit_on) if g == "all" else None
+        members = stable_hash([t.id for t in groups[g]], n=12)     # tagged in batches: a group is made whole
+
+        def look_up(cache: JsonlCache) -> tuple[dict, dict | None]:
+            """Each tweet's record in ``cache`` (None: to tag), and the saved full tagger."""
             saved = read_tagger_info(path) if path is not None else None
-
-            members = stable_hash([t.id for t in groups[g]], n=12)     # tagged in batches: a group is made whole
+            by_recipe = {(r.get("train_hash"), r.get("id")): r for r in cache
+                         if "tagger" in r and r.get("config_hash") == chash} if g != "all" else {}
 
             def find(t: Tweet) -> dict | None:
                 rec = (cache.get(f"{saved['weights_hash']}|{t.id}") if saved else None) if g == "all" \
                     else by_recipe.get((th, t.id))
                 if rec is not None and "tagger" in rec and rec.get("members") != members:
                     rec = None
-                return rec if reusable(t, rec) else by_hand(t)
+                if reusable(t, rec):
+                    return rec
+                rec = cache.get(t.id)      # no tagger, no config hash: put there by hand, kept as given
+                return rec if rec is not None and "tagger" not in rec and "config_hash" not in rec else None
+            return {t.id: find(t) for t in groups[g]}, saved
 
-            found = {t.id: find(t) for t in groups[g]}
-            if all(r is not None for r in found.values()):
-                out.update(found)
-                continue
-            todo = [t for t in groups[g] if found[t.id] is None or "tagger" in found[t.id]]
-            out.update({i: r for i, r in found.items() if r is not None and "tagger" not in r})
-            log.info("candidate tagger [%s]: %s on %d tweets, predicting %d", g,
-                     "loading the one trained" if saved else "training",
-                     min(len(fit_on), cfg.max_train_samples or len(fit_on)), len(todo))
-            if g == "all":
-                model, info = build_tagger(fit_on, cfg, path, model_factory)
-                wh = info["weights_hash"]
-            else:
-                model = train_tagger(fit_on, cfg, model_factory,
-                                     checkpoint=training_checkpoint(cache_path.parent, cfg, fit_on))
-                wh = weights_hash(model)
-            preds = model.predict([t.tokens for t in todo], cfg.eval_batch_size, cfg.max_length)
-            for t, spans in zip(todo, preds):
-                out[t.id] = cache.append({
-                    "key": f"{wh}|{t.id}", "id": t.id, "split": t.split, "spans": [list(x) for x in spans],
-                    "candidates": [" ".join(t.tokens[s:e]) for s, e in spans],
-                    "source": "tagger", "model": model.name, "fold": g, "epochs": cfg.epochs,
-                    "k_folds": k, "config_hash": chash, "tokens_hash": tokens_hash(t.tokens),
-                    "tagger": wh, "train_hash": th, "members": members})
-            del model
+        found, saved = look_up(cache)
+        if any(r is None for r in found.values()):
+            # one process makes a group's records (a tagger's training can take hours); a run with
+            # another tagger reads and appends to the same file meanwhile
+            with FileLock(cache_path.with_name(f"{cache_path.name}.{chash}-{th}.lock")):
+                cache = read()                          # made by another process while this one waited?
+                found, saved = look_up(cache)
+                if any(r is None for r in found.values()):
+                    found.update(_tag_group(g, groups[g], fit_on, found, cfg, cache, cache_path, path, saved,
+                                            model_factory, chash, th, k, members))
+        out.update(found)
     return {t.id: out[t.id] for t in ds.all()}
+
+
+def _tag_group(g, tweets: list[Tweet], fit_on: list[Tweet], found: dict, cfg: TaggerConfig, cache: JsonlCache,
+               cache_path: Path, path: Path | None, saved: dict | None, model_factory, chash: str, th: str,
+               k: int, members: str) -> dict[str, dict]:
+    """Train (or load) group ``g``'s tagger and append a record for each of its tweets without one."""
+    todo = [t for t in tweets if found[t.id] is None or "tagger" in found[t.id]]
+    log.info("candidate tagger [%s]: %s on %d tweets, predicting %d", g,
+             "loading the one trained" if saved else "training",
+             min(len(fit_on), cfg.max_train_samples or len(fit_on)), len(todo))
+    if g == "all":
+        model, info = build_tagger(fit_on, cfg, path, model_factory)
+        wh = info["weights_hash"]
+    else:
+        model = train_tagger(fit_on, cfg, model_factory, checkpoint=training_checkpoint(cache_path.parent, cfg, fit_on))
+        wh = weights_hash(model)
+    preds = model.predict([t.tokens for t in todo], cfg.eval_batch_size, cfg.max_length)
+    made = {}
+    with FileLock(lock_path(cache_path)):
+        for t, spans in zip(todo, preds):
+            made[t.id] = cache.append({
+                "key": f"{wh}|{t.id}", "id": t.id, "split": t.split, "spans": [list(x) for x in spans],
+                "candidates": [" ".join(t.tokens[s:e]) for s, e in spans],
+                "source": "tagger", "model": model.name, "fold": g, "epochs": cfg.epochs,
+                "k_folds": k, "config_hash": chash, "tokens_hash": tokens_hash(t.tokens),
+                "tagger": wh, "train_hash": th, "members": members})
+    return made
 
 
 def tokens_hash(tokens: list[str]) -> str:

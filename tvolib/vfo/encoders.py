@@ -30,11 +30,8 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-import timm
 import torch
 from PIL import Image
-from timm.data import resolve_model_data_config
-from torchvision import transforms as T
 from tqdm.auto import tqdm
 
 from ..cache import FeatureCache, stable_hash
@@ -47,6 +44,8 @@ EMPTY = torch.zeros(0)      # the masked row of a feature cache
 
 def encoder_data_config(model_or_name) -> dict:
     """The timm data config (mean, std, interpolation, input size) of an image encoder."""
+    import timm   # with torchvision: imported where an image encoder is made (see tvolib.weights)
+    from timm.data import resolve_model_data_config
     model = timm.create_model(model_or_name, pretrained=False) if isinstance(model_or_name, str) \
         else model_or_name
     return resolve_model_data_config(model)
@@ -59,6 +58,7 @@ def make_transform(model_or_name, size: int = 224) -> Callable[[Image.Image], "t
     ``size`` x ``size`` without cropping (the paper: "all images are reshaped into 224 x 224"), so
     nothing near the border is lost.
     """
+    from torchvision import transforms as T
     cfg = encoder_data_config(model_or_name)
     interp = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR,
               "nearest": T.InterpolationMode.NEAREST}.get(cfg.get("interpolation", "bicubic"),
@@ -102,6 +102,7 @@ class ImageEncoder:
                 # decide here, without letting timm try the network (which retries for a minute)
                 if not allow_random:
                     raise missing_image_weights(name)
+                import timm
                 model = timm.create_model(name, pretrained=False, num_classes=0)
                 self.random_weights = True
             else:

@@ -37,7 +37,6 @@ from typing import Callable, Mapping
 
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoProcessor, GroundingDinoForObjectDetection
 
 from ..cache import FeatureCache, JsonlCache, stable_hash
 from ..images import load_image, usable
@@ -78,6 +77,7 @@ class Grounder:
                     "no grounding weights: set TVOMNER_GROUNDING_MODEL to a local GroundingDINO "
                     "folder (e.g. `huggingface-cli download IDEA-Research/grounding-dino-tiny` where "
                     "you have network), or provide boxes in the boxes cache / DataConfig.boxes")
+            from transformers import AutoProcessor, GroundingDinoForObjectDetection   # its model code: where it is used
             try:
                 processor = AutoProcessor.from_pretrained(cfg.model, local_files_only=True)
                 model = GroundingDinoForObjectDetection.from_pretrained(cfg.model, local_files_only=True)

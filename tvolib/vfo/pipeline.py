@@ -36,7 +36,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import timm
 import torch
 
 from ..cache import FeatureCache, JsonlCache, atomic_write_json, stable_hash
@@ -134,6 +133,7 @@ def image_dim(name: str, cache: FeatureCache | None = None) -> int:
     """The encoder's feature width, from a cache's metadata or a weightless (meta) model."""
     if cache is not None and cache.metadata.get("dim"):
         return int(cache.metadata["dim"])
+    import timm   # imported where an image encoder is made (see tvolib.weights)
     with torch.device("meta"):
         return int(timm.create_model(name, pretrained=False, num_classes=0).num_features)
 
