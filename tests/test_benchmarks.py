@@ -117,3 +117,14 @@ def test_compare_pairs_two_settings_over_shared_seeds(tmp_path, capsys):
     assert "seeds 1,2" in out and f"mean {res['delta_f1']:+.2f}" in out
     with pytest.raises(SystemExit, match="no seed has finished both"):
         realdata.compare(runs, "twitter2017", "full+gate_init0.95-minilm", "text-only-minilm")
+
+
+def test_import_time_prints_a_row_per_module_with_what_it_loaded(capsys):
+    """``benchmarks/import_time.py``: one table row per module, its seconds and the heavy libraries
+    that importing it loaded (the batch CLI reads notebooks, not image models)."""
+    bench = _load("import_time")
+    bench.main(["--repeat", "1", "tvolib.data", "tvolib.runs.cli"])
+    rows = [l for l in capsys.readouterr().out.splitlines() if l.startswith("| `")]
+    assert [r.split("|")[1].strip() for r in rows] == ["`tvolib.data`", "`tvolib.runs.cli`"]
+    assert float(rows[0].split("|")[2]) > 0
+    assert "timm" not in rows[1] and "nbformat" in rows[1]
