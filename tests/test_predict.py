@@ -140,7 +140,8 @@ def test_notebook_runs_on_sample(nb, params, tmp_path):
         shutil.copytree(REPO / "reports" / "experiments" / "table2-sample", tmp_path / "exp" / "table2-sample")
         params = dict(params, reports_dir=str(tmp_path / "exp"), figure_dir=str(tmp_path / "figures"))
     else:
-        params = dict(params, output_dir=str(tmp_path / "run"), figure_dir=str(tmp_path / "figures"))
+        # one thread: `make test` runs two workers, a core each
+        params = dict(params, output_dir=str(tmp_path / "run"), figure_dir=str(tmp_path / "figures"), num_threads=1)
     pm.execute_notebook(str(REPO / "notebooks" / f"{nb}.ipynb"), str(out), parameters=params, cwd=str(REPO),
                         kernel_name="python3", progress_bar=False)
     import nbformat

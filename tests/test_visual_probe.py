@@ -66,12 +66,16 @@ def test_trained_full_model_reads_the_image(tmp_path):
     from tvolib.probing import subset_groups
     from tvolib.visual_probe import train_on_probe
 
-    torch.set_num_threads(2)
-    folder = tmp_path / "probe"
-    generate(folder, 300, 60, 160, seed=1)
-    run = train_on_probe(str(folder), str(tmp_path / "run"), "full", seed=1, max_train_samples=None, epochs=3,
-                         batch_size=8, max_length=32, num_threads=2, cache_dir=str(tmp_path / "cache"),
-                         precision="fp32")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)                # `make test` runs two workers, a core each
+    try:
+        folder = tmp_path / "probe"
+        generate(folder, 300, 60, 160, seed=1)
+        run = train_on_probe(str(folder), str(tmp_path / "run"), "full", seed=1, max_train_samples=None, epochs=3,
+                             batch_size=8, max_length=32, num_threads=1, cache_dir=str(tmp_path / "cache"),
+                             precision="fp32")
+    finally:
+        torch.set_num_threads(before)
     res, amb = run["probe"], subset_groups(run["subsets"])["ambiguous"]
     s = res.summary(amb)
     assert s["f1"]["learned"] >= 60, s
