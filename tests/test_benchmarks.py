@@ -1,6 +1,7 @@
 """The summary of the old real-data runs (``benchmarks/realdata.py --summary``, history): seeds
 grouped into mean ± std and each full-model run compared with the text-only run of the same seed
-(paired bootstrap). New experiments run through ``tvolib.runs`` (tests/test_experiments.py)."""
+(paired bootstrap). New experiments run through ``tvolib.runs`` (tests/test_experiments.py). Also the
+start-up benchmark (``benchmarks/import_time.py``)."""
 import importlib.util
 import json
 import statistics
