@@ -376,6 +376,26 @@ def test_a_run_finished_for_another_experiment_is_reused_not_rerun(tmp_path):
                                             / "provenance.json").read_text())
 
 
+def test_only_some_settings_and_seeds_are_run_and_the_table_keeps_the_rest(tmp_path):
+    fake_notebook(tmp_path / "nb.ipynb")
+    pf = write_params(tmp_path / "p.yaml", ["text-only", "tvomner+pgim"], seeds=(1, 2, 3))
+    p = plan(pf, str(tmp_path / "runs"), tmp_path / "reports")
+    assert [r.label for r in p.select(["tvomner+pgim"], [3, 2]).runs] == ["sample tvomner+pgim s2",
+                                                                         "sample tvomner+pgim s3"]
+    assert len(p.select(None, [1]).runs) == 2 and len(p.runs) == 6
+    with pytest.raises(SystemExit, match=r"no run of seed\(s\) \[4\] here"):
+        p.select(None, [4])
+    assert cli(tmp_path, pf, "--only", "text-only", "--seeds", "1").returncode == 0
+    r = cli(tmp_path, pf, "--only", "tvomner+pgim", "--seeds", "2")
+    assert r.returncode == 0, r.log
+    assert "[runs] start sample tvomner+pgim s2" in r.log and r.log.count("[runs] start") == 1
+    rows = {x["setting"]: x["seeds"] for x in json.loads((tmp_path / "reports" / "t" / "table2.json").read_text())
+            ["tables"][0]["rows"]}
+    assert rows == {"text-only": [1], "tvomner+pgim": [2]}        # the other command's run stays in the table
+    r = cli(tmp_path, pf, "--only", "tvomner-wiki")
+    assert r.returncode != 0 and "no run of setting(s) ['tvomner-wiki'] here" in r.log and "[runs] start" not in r.log
+
+
 @pytest.mark.slow
 def test_a_run_in_progress_elsewhere_is_left_alone_even_after_its_batch_is_killed(tmp_path):
     """The same command started twice (or again while an orphaned run goes on) must not run one

@@ -3,6 +3,8 @@
     python -m tvolib.runs --params params/table2_twitter2017.yaml --jobs 2
     python -m tvolib.runs --params params/table2_sample.yaml --dry-run     # the plan only
     python -m tvolib.runs --params params/table2_sample.yaml --summary     # tables only
+    python -m tvolib.runs --params params/table2_twitter2015.yaml --only tvomner+pgim --seeds 2 3
+                                                                            # some rows' runs only
     python -m tvolib.runs --params params/paper_twitter2017.yaml --preflight   # every resource it needs: there?
     python -m tvolib.runs --compare params/precision_twitter2017_fp32.yaml params/precision_twitter2017_bf16.yaml
     python -m tvolib.runs --rerun reports/experiments/table2/twitter2015/tvomner+pgim-s1   # a committed run again
@@ -76,7 +78,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--max_eval_samples", type=int, default=None,
                     help="with --cross: the first N test tweets only (quick runs)")
     ap.add_argument("--only", nargs="+", default=None, metavar="SETTING",
-                    help="with --cross: score the runs of these settings only (default: every setting)")
+                    help="run (or with --cross, score) the runs of these settings only (default: every "
+                         "setting); the tables still show every finished run")
+    ap.add_argument("--seeds", nargs="+", type=int, default=None, metavar="SEED",
+                    help="run the runs of these seeds only (default: the file's seeds)")
     ex = ap.add_argument_group("executor", "where the runs execute (overrides the parameters file's `executor:`)")
     ex.add_argument("--executor", choices=KINDS, default=None,
                     help="local: a process pool on this machine (default); slurm: one Slurm job per run, "
@@ -131,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         table = reports_dir / p.name / "table2.md"
         print(table.read_text() if table.exists() else "no finished runs")
         return 0
+    p = p.select(args.only, args.seeds)
     executor = p.executor.replace(kind=args.executor, partition=args.partition, gpus_per_node=args.gpus_per_node,
                                   cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb, timeout_min=args.timeout_min)
     executor.check("the command line")

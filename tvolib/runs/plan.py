@@ -26,7 +26,7 @@ second, so a batch stopped early still fills every row.
 from __future__ import annotations
 
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..cache import atomic_write_json
@@ -71,6 +71,19 @@ class Plan:
     manifests: dict[str, dict] = field(default_factory=dict)   # dataset -> manifest.json
     root: Path = Path("runs")                                   # <runs_dir>/<name>
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+
+    def select(self, settings: list[str] | None = None, seeds: list[int] | None = None) -> Plan:
+        """The same plan with only the runs of these settings and seeds (``None``: all); the tables
+        still show every finished run of the experiment. A name that is not in the file is an error."""
+        for what, want, have in (("setting", settings, {r.setting for r in self.runs}),
+                                 ("seed", seeds, {r.seed for r in self.runs})):
+            unknown = sorted(set(want or ()) - have)
+            if unknown:
+                raise SystemExit(f"{self.params_file}: no run of {what}(s) {unknown} here "
+                                 f"(the file's runs have {sorted(have)})")
+        runs = [r for r in self.runs if (settings is None or r.setting in settings)
+                and (seeds is None or r.seed in seeds)]
+        return replace(self, runs=runs)
 
 
 def load_experiment(path: str | Path) -> dict:
