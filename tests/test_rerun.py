@@ -1,5 +1,6 @@
 """Re-running a committed run from its recorded parameters (``python -m tvolib.runs --rerun``): the
-same child command as the batch, a folder of its own, and a comparison that notices any difference."""
+same child command as the batch, a folder of its own, a comparison that notices any difference, the
+figures an identical re-run adds, and ``--replace``."""
 from __future__ import annotations
 
 import json
@@ -11,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_experiments import cli, fake_notebook, write_params  # noqa: E402
 
 from tvolib.runs.notebook import REPO  # noqa: E402
-from tvolib.runs.rerun import compare, rerun  # noqa: E402
+from tvolib.runs.rerun import adopt_later_figures, compare, rerun  # noqa: E402
 
 
 def _committed(tmp_path) -> Path:
@@ -48,6 +49,46 @@ def test_a_rerun_of_an_unchanged_run_is_identical_and_a_changed_figure_is_named(
                         str(tmp_path / "again"), "--notebook", str(tmp_path / "nb.ipynb")], cwd=REPO,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 1 and "test_f1: committed" in r.stdout and "NOT identical" in r.stdout, r.stdout + r.stderr
+
+    # --replace: the re-run takes the committed run's place, and its copy's; the provenance names
+    # what it replaced. A copy cannot be replaced itself.
+    copy = tmp_path / "reports" / "u" / "sample" / "tvomner+pgim-s2"
+    copy.mkdir(parents=True)
+    for f in committed.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    prov = json.loads((copy / "provenance.json").read_text())
+    (copy / "provenance.json").write_text(json.dumps({**prov, "reused_from": str(committed)}))
+    (committed / "cross-other").mkdir()                     # the old run's scores on another test set
+    again = [sys.executable, "-m", "tvolib.runs", "--rerun", str(committed), "--runs_dir", str(tmp_path / "again"),
+             "--notebook", str(tmp_path / "nb.ipynb"), "--replace", "made from a dirty tree"]
+    r = subprocess.run(again, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and f"and its copy {copy}" in r.stdout, r.stdout + r.stderr
+    new = (run_dir / "rerun-artifacts" / "metrics.json").read_bytes()
+    assert (committed / "metrics.json").read_bytes() == new == (copy / "metrics.json").read_bytes()
+    prov = json.loads((committed / "provenance.json").read_text())
+    assert prov["replaces"]["test_f1"] == m["test"]["F1"] and prov["replaces"]["why"] == "made from a dirty tree"
+    assert json.loads((copy / "provenance.json").read_text())["reused_from"] == str(committed)
+    assert not (committed / "cross-other").exists()
+    r = subprocess.run(again[:4] + [str(copy)] + again[5:], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0 and f"a copy of {committed}; re-run and replace that one" in r.stderr
+
+
+def test_an_identical_rerun_adds_the_missing_inputs_figures_the_committed_run_lacks(tmp_path):
+    committed, rerun_dir = tmp_path / "committed", tmp_path / "rerun-artifacts"
+    base = {"test": {"F1": 70.0}, "best_epoch": 2}
+    for d, extra in ((committed, {}), (rerun_dir, {"missing_inputs": {"neither": {"F1": 68.5}},
+                                                   "missing_inputs_valid": {"neither": {"F1": 69.0}}})):
+        d.mkdir()
+        (d / "metrics.json").write_text(json.dumps({**base, **extra}))
+        (d / "provenance.json").write_text(json.dumps({"git": {"commit": d.name}, "started": "t"}))
+    (rerun_dir / "test_predictions.neither.conll.gz").write_bytes(b"left out")
+    assert adopt_later_figures(committed, rerun_dir) == ["missing_inputs", "missing_inputs_valid"]
+    m = json.loads((committed / "metrics.json").read_text())
+    assert m["missing_inputs"]["neither"]["F1"] == 68.5 and m["test"]["F1"] == 70.0
+    assert (committed / "test_predictions.neither.conll.gz").read_bytes() == b"left out"
+    prov = json.loads((committed / "provenance.json").read_text())
+    assert prov["missing_inputs_from"]["commit"] == "rerun-artifacts" and prov["git"]["commit"] == "committed"
+    assert adopt_later_figures(committed, rerun_dir) == []            # once only
 
 
 def test_a_folder_that_is_not_a_committed_run_is_refused(tmp_path):

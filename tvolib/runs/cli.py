@@ -67,7 +67,11 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--rerun", default=None, metavar="RUN",
                     help="a committed run folder (reports/experiments/<name>/<dataset>/<run>): execute it again "
                          "from its recorded parameters into <runs_dir>/rerun/ and compare every figure "
-                         "(exit status 1 when one differs)")
+                         "(exit status 1 when one differs); an identical re-run adds what it scored and "
+                         "the committed run lacks (test F1 with side inputs left out)")
+    ap.add_argument("--replace", default=None, metavar="WHY",
+                    help="with --rerun: a re-run that is not identical replaces the committed run and its "
+                         "copies; WHY goes into its provenance (`replaces`)")
     ap.add_argument("--cache_dir", default=None, help="with --rerun: the caches to use (a new folder re-builds "
                     "every side input, as a fresh clone does)")
     ap.add_argument("--cross", default=None, metavar="TARGET",
@@ -109,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.run_one:
         return run_one(Path(args.run_one))
     if args.rerun:
-        return rerun(args.rerun, args.runs_dir or "runs", args.cache_dir, args.every, Path(args.notebook))
+        return rerun(args.rerun, args.runs_dir or "runs", args.cache_dir, args.every, Path(args.notebook), args.replace)
     reports_dir = Path(args.reports)
     if args.compare:
         pa, pb = (plan(f, args.runs_dir, reports_dir) for f in args.compare)

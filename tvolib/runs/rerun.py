@@ -13,23 +13,36 @@ The comparison (``rerun.json`` beside, and printed) puts the committed and the r
 by side: valid F1 per epoch, the selected epoch, test P/R/F1 (the unrounded values), the gate of the
 branch probe, the sha256 of the test predictions, and the side-input digests where the committed
 run recorded them. The exit status is 0 when every figure is identical, 1 otherwise.
+
+What the committed run then gets:
+
+* an identical re-run that also scored what the committed run did not (the test set with side
+  inputs left out, which code newer than the run scores) adds those figures and predictions to
+  it, its provenance saying so under ``missing_inputs_from`` (commit, time, why);
+* with ``--replace WHY``, a re-run that is not identical replaces it: the re-run's metrics,
+  predictions and provenance, which names the replaced run under ``replaces`` (commit, test F1,
+  valid F1 per epoch, ``WHY``); the copies other experiments made of it are replaced too, and the
+  old run's scores on the other benchmark (``cross-*``) are removed. Rewrite the tables afterwards
+  (``--summary``, ``--cross``).
 """
 from __future__ import annotations
 
 import gzip
 import hashlib
+import shutil
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from ..cache import atomic_write_json
+from ..cache import atomic_write_bytes, atomic_write_json
 from .execute import FINISHED
 from .notebook import REPO
-from .plan import NOTEBOOK
+from .plan import ARTIFACTS, NOTEBOOK
 
 TYPES = ("PER", "LOC", "ORG", "MISC")
+LATER_KEYS = ("missing_inputs", "missing_inputs_valid")   # scored after training by newer code
 
 
 def _figures(metrics: dict) -> dict:
@@ -85,14 +98,80 @@ def describe(c: dict) -> str:
     return "\n".join(lines)
 
 
+def adopt_later_figures(committed: Path, rerun_artifacts: Path) -> list[str]:
+    """Add to the committed run what an identical re-run scored and it did not (``LATER_KEYS`` of
+    ``metrics.json``, the left-out test predictions); returns the keys added."""
+    a = json.loads((committed / "metrics.json").read_text())
+    b = json.loads((rerun_artifacts / "metrics.json").read_text())
+    keys = [k for k in LATER_KEYS if a.get(k) is None and b.get(k) is not None]
+    if not keys:
+        return []
+    if "missing_inputs" in keys:
+        for f in sorted(rerun_artifacts.glob("test_predictions.*.conll.gz")):
+            atomic_write_bytes(committed / f.name, f.read_bytes())
+    atomic_write_json(committed / "metrics.json", {**a, **{k: b[k] for k in keys}})
+    prov = json.loads((committed / "provenance.json").read_text())
+    pb = json.loads((rerun_artifacts / "provenance.json").read_text())
+    prov["missing_inputs_from"] = {
+        "commit": (pb.get("git") or {}).get("commit"), "started": pb.get("started"), "adds": keys,
+        "why": "scored by a re-run that gave this run's figures and predictions to the last digit "
+               "(python -m tvolib.runs --rerun)"}
+    atomic_write_json(committed / "provenance.json", prov)
+    return keys
+
+
+def copies_of(committed: Path, reports_root: Path) -> list[Path]:
+    """The run folders of other experiments that are copies of ``committed`` (``reused_from``)."""
+    me = committed.resolve()
+    out = []
+    for prov_file in sorted(reports_root.glob("*/*/*/provenance.json")):
+        src = json.loads(prov_file.read_text()).get("reused_from")
+        if src and ((REPO / src).resolve() == me or Path(src).resolve() == me):
+            out.append(prov_file.parent)
+    return out
+
+
+def replace_committed(committed: Path, rerun_artifacts: Path, why: str) -> list[Path]:
+    """The re-run's artifacts in place of the committed run's (and of its copies); the provenance
+    names the replaced run. Returns the copies replaced."""
+    a = json.loads((committed / "metrics.json").read_text())
+    pa = json.loads((committed / "provenance.json").read_text())
+    prov = json.loads((rerun_artifacts / "provenance.json").read_text())
+    prov["run_dir"] = prov.get("run_dir") or str(rerun_artifacts.parent)
+    prov["replaces"] = {"commit": (pa.get("git") or {}).get("commit"), "dirty": (pa.get("git") or {}).get("dirty"),
+                        "test_f1": a["test"]["F1"], "valid_f1_per_epoch": a.get("valid_f1_per_epoch"), "why": why}
+    copies = copies_of(committed, committed.parents[2])
+    for folder in [committed, *copies]:
+        for f in folder.glob("test_predictions.*.conll.gz"):       # the old run's left-out passes go too,
+            f.unlink()
+        for d in folder.glob("cross-*"):                             # and its scores on the other test set
+            shutil.rmtree(d)
+        for f in [*(x for x in ARTIFACTS if x != "provenance.json"),
+                  *(g.name for g in rerun_artifacts.glob("test_predictions.*.conll.gz"))]:
+            atomic_write_bytes(folder / f, (rerun_artifacts / f).read_bytes())
+        own = dict(prov)
+        if folder != committed:
+            own["reused_from"] = str(committed.resolve().relative_to(REPO)) if committed.resolve().is_relative_to(
+                REPO) else str(committed)
+        atomic_write_json(folder / "provenance.json", own)     # written last, as a batch writes it
+    return copies
+
+
 def rerun(committed: str | Path, runs_dir: str | Path = "runs", cache_dir: str | None = None,
-          every: float = 60, notebook: Path = NOTEBOOK) -> int:
-    """Re-execute the committed run ``committed`` (a folder of ``reports/experiments``) and compare."""
+          every: float = 60, notebook: Path = NOTEBOOK, replace: str | None = None) -> int:
+    """Re-execute the committed run ``committed`` (a folder of ``reports/experiments``) and compare;
+    an identical re-run adds what it scored and the committed run lacks; ``replace`` (the reason)
+    puts a re-run that is not identical in the committed run's place."""
     committed = Path(committed)
     prov_file = committed / "provenance.json"
     if not prov_file.exists() or not (committed / "metrics.json").exists():
         raise SystemExit(f"{committed}: not a committed run folder (needs metrics.json and provenance.json)")
     prov = json.loads(prov_file.read_text())
+    if replace is not None and prov.get("reused_from"):
+        raise SystemExit(f"{committed}: a copy of {prov['reused_from']}; re-run and replace that one "
+                         f"(its copies are replaced with it)")
+    if replace is not None and not replace.strip():
+        raise SystemExit("--replace needs the reason, recorded in the new run's provenance")
     ident, recorded = prov["identity"], prov.get("parameters") or {}
     exp = committed.parent.parent.name
     run_dir = Path(runs_dir) / "rerun" / exp / ident["dataset"] / committed.name
@@ -118,4 +197,15 @@ def rerun(committed: str | Path, runs_dir: str | Path = "runs", cache_dir: str |
     c = compare(committed, artifacts)
     atomic_write_json(run_dir / "rerun.json", c)
     print(describe(c))
-    return 0 if c["identical"] else 1
+    if c["identical"]:
+        added = adopt_later_figures(committed, artifacts)
+        if added:
+            print(f"added to {committed}: {', '.join(added)} (scored by the re-run; provenance: missing_inputs_from)")
+        return 0
+    if replace is None:
+        return 1
+    copies = replace_committed(committed, artifacts, replace)
+    print(f"{committed}: replaced by the re-run (provenance: replaces)"
+          + "".join(f"\n  and its copy {c}" for c in copies)
+          + "\nrewrite the tables: python -m tvolib.runs --params <its parameters file> --summary (and --cross)")
+    return 0
