@@ -170,6 +170,17 @@ def test_bad_parameters_files_are_refused_before_anything_runs(tmp_path, extra, 
     assert "sk-1" not in str(e.value) and not (tmp_path / "runs").exists()
 
 
+def test_every_committed_batch_parameters_file_plans_and_is_listed_in_the_docs():
+    """A batch file with a typo is refused at once, not hours later; each is in the docs' table.
+    (``params/twitter20*.yaml`` are the notebooks' files for ``tvolib.reports``.)"""
+    docs = (REPO / "docs" / "experiments.md").read_text(encoding="utf-8")
+    files = [f for f in sorted((REPO / "params").glob("*.yaml")) if "settings" in f.read_text(encoding="utf-8")]
+    assert len(files) >= 15
+    for f in files:
+        assert plan(f).runs, f
+        assert f"({'../params/' + f.name})" in docs, f"{f.name} is not in docs/experiments.md's table"
+
+
 def test_unknown_setting_and_missing_file(tmp_path):
     r = cli(tmp_path, write_params(tmp_path / "p.yaml", ["tvomner+pgim.wo-VAEE"]))
     assert r.returncode != 0 and "unknown setting 'tvomner+pgim.wo-VAEE'" in r.stderr
