@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).parent))
 from test_experiments import cli, fake_notebook, write_params  # noqa: E402
 
@@ -59,18 +61,18 @@ def test_a_rerun_of_an_unchanged_run_is_identical_and_a_changed_figure_is_named(
     prov = json.loads((copy / "provenance.json").read_text())
     (copy / "provenance.json").write_text(json.dumps({**prov, "reused_from": str(committed)}))
     (committed / "cross-other").mkdir()                     # the old run's scores on another test set
-    again = [sys.executable, "-m", "tvolib.runs", "--rerun", str(committed), "--runs_dir", str(tmp_path / "again"),
-             "--notebook", str(tmp_path / "nb.ipynb"), "--replace", "made from a dirty tree"]
-    r = subprocess.run(again, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0 and f"and its copy {copy}" in r.stdout, r.stdout + r.stderr
+    code = rerun(committed, runs_dir=tmp_path / "again", notebook=tmp_path / "nb.ipynb",
+                 replace="made from a dirty tree")
+    out = capsys.readouterr().out
+    assert code == 0 and f"and its copy {copy}" in out, out
     new = (run_dir / "rerun-artifacts" / "metrics.json").read_bytes()
     assert (committed / "metrics.json").read_bytes() == new == (copy / "metrics.json").read_bytes()
     prov = json.loads((committed / "provenance.json").read_text())
     assert prov["replaces"]["test_f1"] == m["test"]["F1"] and prov["replaces"]["why"] == "made from a dirty tree"
     assert json.loads((copy / "provenance.json").read_text())["reused_from"] == str(committed)
     assert not (committed / "cross-other").exists()
-    r = subprocess.run(again[:4] + [str(copy)] + again[5:], cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert r.returncode != 0 and f"a copy of {committed}; re-run and replace that one" in r.stderr
+    with pytest.raises(SystemExit, match="a copy of .*; re-run and replace that one"):
+        rerun(copy, runs_dir=tmp_path / "again", notebook=tmp_path / "nb.ipynb", replace="why")
 
 
 def test_an_identical_rerun_adds_the_missing_inputs_figures_the_committed_run_lacks(tmp_path):
@@ -92,6 +94,5 @@ def test_an_identical_rerun_adds_the_missing_inputs_figures_the_committed_run_la
 
 
 def test_a_folder_that_is_not_a_committed_run_is_refused(tmp_path):
-    import pytest
     with pytest.raises(SystemExit, match="not a committed run folder"):
         rerun(tmp_path, runs_dir=tmp_path / "r")
