@@ -181,6 +181,18 @@ def test_every_committed_batch_parameters_file_plans_and_is_listed_in_the_docs()
         assert f"({'../params/' + f.name})" in docs, f"{f.name} is not in docs/experiments.md's table"
 
 
+def test_the_live_line_gives_valid_f1_and_the_pace_of_a_run(tmp_path):
+    r = plan(write_params(tmp_path / "p.yaml", ["text-only"], seeds=(1,), epochs=4), str(tmp_path / "runs"),
+             tmp_path / "reports").runs[0]
+    r.run_dir.mkdir(parents=True)
+    assert runs_execute._progress(r) == "preparing inputs"
+    (r.run_dir / "prepared.json").write_text("{}")
+    assert runs_execute._progress(r) == "training epoch 1"
+    (r.run_dir / "history.json").write_text(json.dumps([{"valid_f1": 71.419, "train_seconds": 2330.0},
+                                                        {"valid_f1": 75.11, "train_seconds": 2390.0}]))
+    assert runs_execute._progress(r) == "epoch 2/4 done (valid F1 71.42, 75.11; 39 min an epoch)"
+
+
 def test_unknown_setting_and_missing_file(tmp_path):
     r = cli(tmp_path, write_params(tmp_path / "p.yaml", ["tvomner+pgim.wo-VAEE"]))
     assert r.returncode != 0 and "unknown setting 'tvomner+pgim.wo-VAEE'" in r.stderr

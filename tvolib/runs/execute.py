@@ -83,7 +83,8 @@ def run_one(launch: Path) -> int:
 
 
 def _progress(run: Run) -> str:
-    """``epoch 2/4 done (valid F1 80.10, 81.30)`` from the run's ``history.json``, else its state."""
+    """``epoch 2/4 done (valid F1 80.10, 81.30; 12 min an epoch)`` from the run's ``history.json``
+    (the pace: its epochs' mean training time), else its state."""
     if hasattr(run.proc, "queued") and run.proc.queued():
         return f"queued (job {run.proc.job_id})"
     if not (run.run_dir / "prepared.json").exists():
@@ -93,7 +94,9 @@ def _progress(run: Run) -> str:
     except (OSError, ValueError):
         return "training epoch 1"
     epochs = run.params["recipe"].get("epochs", "?")
-    return f"epoch {len(h)}/{epochs} done (valid F1 {', '.join('%.2f' % e['valid_f1'] for e in h)})"
+    secs = [e["train_seconds"] for e in h if e.get("train_seconds")]
+    pace = f"; {sum(secs) / len(secs) / 60:.0f} min an epoch" if secs else ""
+    return f"epoch {len(h)}/{epochs} done (valid F1 {', '.join('%.2f' % e['valid_f1'] for e in h)}{pace})"
 
 
 def _clock(s: float) -> str:
