@@ -111,6 +111,38 @@ def test_gate_init_and_override():
             CrossModalFusion(16, D_IMG, tiny_cfg(gate_init=bad))
 
 
+@pytest.mark.parametrize("fusion_fp32", [False, True])
+def test_a_saturated_gate_keeps_its_gradient_under_bf16_only_with_fusion_fp32(fusion_fp32):
+    """Under bf16 autocast a gate logit of 8 (g = 0.99966) is exactly 1.0 in bf16: the gate and the
+    cross-modal branch get no gradient at all. With ``fusion_fp32`` g stays below 1 and both get one;
+    outside autocast the option changes nothing."""
+    from tvolib.model import CrossModalFusion
+    T, t_cls, V = torch.randn(2, 4, 16), torch.randn(2, 16), torch.randn(2, D_IMG)
+    torch.manual_seed(0)
+    cff = CrossModalFusion(16, D_IMG, tiny_cfg(gate_init=0.5, fusion_fp32=fusion_fp32))
+    with torch.no_grad():
+        cff.w_g2.weight.zero_()
+        cff.w_g2.bias.fill_(8.0)
+        for layer in cff.layers:            # a non-zero visual update, so that C ≠ T
+            for p in layer.parameters():
+                p.add_(0.1 * torch.randn_like(p))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        R, g, _ = cff(T, t_cls, V)
+    R.float().square().sum().backward()
+    cross_grad = sum(p.grad.abs().sum() for layer in cff.layers for p in layer.parameters() if p.grad is not None)
+    if fusion_fp32:
+        assert R.dtype == torch.float32 and (g < 1).all()
+        assert cff.w_g2.bias.grad.abs() > 0 and cross_grad > 0
+    else:
+        assert (g == 1).all()
+        assert cff.w_g2.bias.grad.abs() == 0 and cross_grad == 0
+    cff.zero_grad()
+    torch.manual_seed(0)
+    other = CrossModalFusion(16, D_IMG, tiny_cfg(gate_init=0.5, fusion_fp32=not fusion_fp32))
+    other.load_state_dict(cff.state_dict())
+    assert torch.equal(cff(T, t_cls, V)[0], other(T, t_cls, V)[0])     # fp32: the same computation
+
+
 def test_pre_norm_cross_attention_starts_as_the_identity_and_learns_from_v():
     """cross_norm="pre": C = LN(T + ΔC) with ΔC = 0 at initialisation (zeroed output projections), so
     Eq. 5 gives R = T whatever g (T leaves Eq. 1 normalised); after two optimizer steps C depends on V."""

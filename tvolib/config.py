@@ -92,6 +92,10 @@ class ModelConfig:
     vae_weight: float = arg(1e-3, "lambda of Eq. 9")
     cross_memory: str = arg("fused+null", "keys/values of the cross-attention: 'fused+null' | 'fused'")
     gate_init: float = arg(0.5, "g of Eq. 4 at initialisation (bias of W_g^2 = logit)")
+    fusion_fp32: bool = arg(False, "Eq. 4–5 (the gate and the mix) in fp32 under bf16 autocast. A bf16 gate "
+                                   "above about 0.998 (logit 6.2) is exactly 1.0, and then neither the gate "
+                                   "nor the cross-modal branch gets any gradient; in fp32 both keep one. "
+                                   "No effect in fp32 runs")
     cross_norm: str = arg("pre", "'pre': C = T + zero-initialised attention/FFN updates (C = T at the start) "
                                  "| 'post': post-norm layers")
     arch: str = arg("tvomner", "'tvomner' (transformer encoder; visual='none' = encoder-BiLSTM-CRF) | "

@@ -5,7 +5,8 @@ hardware has bf16 matrix units: a CUDA device that supports bf16, or a CPU whose
 ``amx_bf16`` or ``avx512_bf16`` (Intel Xeon since Sapphire Rapids / Cooper Lake); otherwise fp32.
 bf16 is autocast (``torch.autocast(device.type, dtype=torch.bfloat16)``): weights, optimizer state
 and gradients stay fp32, the matrix products run in bf16. The BiLSTM, the CRF and the losses run in
-fp32 under autocast too (``tvolib.model.TVOMNER.emissions`` switches autocast off around them).
+fp32 under autocast too (``tvolib.model.TVOMNER.emissions`` switches autocast off around them), and
+so do the gate and the mix of Eq. 4–5 with ``ModelConfig.fusion_fp32``.
 """
 from __future__ import annotations
 

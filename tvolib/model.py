@@ -41,9 +41,17 @@ swamped T and nothing was learned; 1e-3, the default, does not. The paper's stru
 queries, visual keys/values, LN and FFN with residuals, L layers, Eq. 4–5); only the place of the LN
 and the initialisation differ. ``ModelConfig.gate_init`` (default 0.5, neutral) sets the gate's
 starting value through the bias of W_g^2.
+
+The gate under bf16 autocast (``TrainConfig.precision = "bf16"``). A gate above about 0.998 (logit
+6.2) rounds to exactly 1.0 in bf16; g(1 − g), the gate's own gradient, and (1 − g), C's, are then
+exactly zero, so nothing reopens it (in fp32 both stay small but non-zero, and Adam's steps do not
+shrink with the gradient). ``ModelConfig.fusion_fp32`` computes Eq. 4–5 in fp32; it is off by
+default, so that the committed bf16 runs (MPNet-base, whose gates end at 0.996–1.000) re-run as
+they ran.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -119,6 +127,7 @@ class CrossModalFusion(nn.Module):
         self.w_g2 = nn.Linear(d, 1)
         if not 0.0 < cfg.gate_init < 1.0:
             raise ValueError(f"gate_init must lie strictly between 0 and 1, got {cfg.gate_init}")
+        self.fusion_fp32 = cfg.fusion_fp32
         with torch.no_grad():   # the gate starts near gate_init (bias = its logit)
             self.w_g2.bias.fill_(math.log(cfg.gate_init / (1.0 - cfg.gate_init)))
 
@@ -132,11 +141,16 @@ class CrossModalFusion(nn.Module):
         for layer in self.layers:
             x, attn = layer(x, memory)
         c_cls, C = x[:, 0], x[:, 1:]                                    # C = {c_cls, c_1, ..., c_n}
-        g = torch.sigmoid(self.w_g2(self.w_g1(self.gate_ln(c_cls + t_cls))))   # Eq. 4, (B, 1)
-        if self.gate_override is not None:
-            g = torch.full_like(g, float(self.gate_override))
-        g = g.unsqueeze(-1)                                             # (B, 1, 1)
-        R = g * T + (1 - g) * C                                         # Eq. 5
+        # fusion_fp32: out of bf16 autocast, where a gate above ~0.998 rounds to 1.0 and g(1 − g),
+        # the gate's own gradient, and (1 − g), C's, are both exactly zero
+        with torch.autocast(T.device.type, enabled=False) if self.fusion_fp32 else contextlib.nullcontext():
+            if self.fusion_fp32:
+                T, t_cls, C, c_cls = T.float(), t_cls.float(), C.float(), c_cls.float()
+            g = torch.sigmoid(self.w_g2(self.w_g1(self.gate_ln(c_cls + t_cls))))   # Eq. 4, (B, 1)
+            if self.gate_override is not None:
+                g = torch.full_like(g, float(self.gate_override))
+            g = g.unsqueeze(-1)                                         # (B, 1, 1)
+            R = g * T + (1 - g) * C                                     # Eq. 5
         # share of attention each token gives the visual slot (1.0 with cross_memory="fused")
         visual_attn = attn[..., -1] if attn is not None else None
         return R, g.view(B), visual_attn
