@@ -13,15 +13,16 @@ import json
 import subprocess
 import sys
 
-MODULES = ("tvolib.settings", "tvolib.runs.cli", "tvolib.predict", "tvolib.train")
-HEAVY = ("torch", "transformers", "timm", "torchvision", "openai", "matplotlib.pyplot", "nbformat", "seqeval")
+MODULES = ("tvolib.settings", "tvolib.runs.cli", "tvolib.runs.child", "tvolib.predict", "tvolib.train")
+HEAVY = ("torch", "transformers", "timm", "torchvision", "openai", "matplotlib.pyplot", "nbformat", "seqeval",
+         "rfc3987_syntax")
 
 PROBE = """
 import json, sys, time
 t = time.perf_counter()
 import {module}
 dt = time.perf_counter() - t
-print(json.dumps({{"seconds": dt, "loaded": [m for m in {heavy!r} if m in sys.modules]}}))
+print(json.dumps({{"seconds": dt, "loaded": [m for m in {heavy!r} if sys.modules.get(m) is not None]}}))
 """
 
 

@@ -15,6 +15,7 @@ import submitit
 from filelock import FileLock
 
 from tvolib.runs import execute as runs_execute
+from tvolib.runs.child import FINISHED, child_command
 from tvolib.runs.executors import ExecutorConfig, job_main, make_executor
 from tvolib.runs.notebook import REPO
 from tvolib.runs.plan import ARTIFACTS, plan
@@ -145,8 +146,8 @@ def test_batch_as_submitit_local_jobs_resumes_and_never_runs_a_run_twice(tmp_pat
     # a job queued twice (by two batches) that starts after the run finished leaves it
     ex = make_executor(ExecutorConfig(kind="submitit-local", timeout_min=10), tmp_path / "jobs")
     launch = runs / "text-only-s1" / "launch.json"
-    job = ex.submit(job_main, str(launch), str(tmp_path / "again.log"), str(REPO), {"OMP_NUM_THREADS": "1"})
-    assert job.result() == runs_execute.FINISHED, (tmp_path / "again.log").read_text()
+    job = ex.submit(job_main, child_command(launch), str(tmp_path / "again.log"), str(REPO), {"OMP_NUM_THREADS": "1"})
+    assert job.result() == FINISHED, (tmp_path / "again.log").read_text()
     assert "finished by another process meanwhile; not run again" in (tmp_path / "again.log").read_text()
     assert json.loads((runs / "text-only-s1" / "calls.json").read_text()) == [0]
 
@@ -220,7 +221,8 @@ def test_a_job_whose_run_is_stopped_by_a_signal_says_so(tmp_path):
 
     from unittest import mock
     with mock.patch.object(subprocess, "Popen", Child), mock.patch.dict(os.environ, {"SLURM_JOB_ID": "77"}):
-        assert job_main(str(tmp_path / "launch.json"), str(tmp_path / "run.log"), str(REPO), {}) == -signal.SIGUSR2
-    assert calls == [[sys.executable, "-m", "tvolib.runs", "--run-one", str(tmp_path / "launch.json")]]
+        assert job_main(child_command(tmp_path / "launch.json"), str(tmp_path / "run.log"), str(REPO), {}) \
+            == -signal.SIGUSR2
+    assert calls == [[sys.executable, "-m", "tvolib.runs.child", str(tmp_path / "launch.json")]]
     log = (tmp_path / "run.log").read_text()
     assert log.startswith("[runs] job 77 on ") and "stopped by SIGUSR2" in log and "resumes it" in log

@@ -10,6 +10,7 @@ execution of ``notebooks/07_run.ipynb``, a few at a time.
 ``plan``      the parameters file's schema, and the runs it asks for
 ``identity``  what makes two runs the same run: skip, reuse, refuse
 ``artifacts`` what a finished run leaves in ``reports/experiments`` (metrics, predictions, provenance)
+``child``     one run's process: its lock, the notebook, its artifacts (imports nothing else)
 ``execute``   the process pool: one child process per run, each holding its run's lock
 ``executors`` where runs execute: the local pool, or Slurm jobs through submitit (same child command)
 ``tables``    Table 2, comparisons of two experiments, the ΔF1 plot

@@ -38,7 +38,7 @@ import sys
 from pathlib import Path
 
 from ..cache import atomic_write_json, atomic_write_text
-from .execute import execute, run_one
+from .execute import execute
 from .executors import KINDS
 from .identity import classify
 from .cross import cross_batch
@@ -101,7 +101,6 @@ def parser() -> argparse.ArgumentParser:
                          "from its last epoch when the same command is run again")
     ap.add_argument("--notebook", default=str(NOTEBOOK), help=argparse.SUPPRESS)
     ap.add_argument("--reports", default=str(REPORTS), help=argparse.SUPPRESS)
-    ap.add_argument("--run-one", default=None, help=argparse.SUPPRESS)
     return ap
 
 
@@ -110,8 +109,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="[runs] %(message)s")   # papermill's INFO lines: not shown
     logging.getLogger("tvolib").setLevel(logging.INFO)
-    if args.run_one:
-        return run_one(Path(args.run_one))
     if args.rerun:
         return rerun(args.rerun, args.runs_dir or "runs", args.cache_dir, args.every, Path(args.notebook), args.replace)
     reports_dir = Path(args.reports)

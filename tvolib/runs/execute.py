@@ -1,4 +1,4 @@
-"""Running the runs of a plan: one child process per run (``python -m tvolib.runs --run-one``),
+"""Running the runs of a plan: one child process per run (``python -m tvolib.runs.child``),
 ``jobs`` at a time, each executing the run notebook with papermill. The child runs in a local
 process, or in a job submitted with submitit (Slurm, or submitit's local executor:
 ``tvolib.runs.executors``), which runs the same child command; the batch polls both alike.
@@ -18,68 +18,18 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from filelock import FileLock, Timeout
-
 from ..cache import atomic_write_json
-from .notebook import REPO, NotebookFailed, run_notebook
-from .artifacts import collect
+from .child import FINISHED, HELD, child_command, held_elsewhere, lock_path
+from .notebook import REPO
 from .executors import ExecutorConfig, make_executor, submit
 from .identity import classify
 from .plan import NOTEBOOK, REPORTS, Plan, Run, write_manifests
 from .tables import write_tables
 
 log = logging.getLogger(__name__)
-LOCK = "run.lock"
-HELD = 75          # a child's exit status: another process holds the run's lock (EX_TEMPFAIL)
-FINISHED = 76      # a child's exit status: the run was finished by another process before it got the lock
-
-
-def lock_path(run_dir: Path) -> Path:
-    return Path(run_dir) / LOCK
-
-
-def held_elsewhere(run_dir: Path) -> bool:
-    """True while another process holds the run's lock."""
-    lock = FileLock(lock_path(run_dir))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        return True
-    lock.release()
-    return False
-
-
-def run_one(launch: Path) -> int:
-    """The child process of one run: take the run's lock, execute the notebook, copy the artifacts.
-    Exit status ``HELD`` (touching nothing) when another process holds the lock."""
-    spec = json.loads(launch.read_text())
-    run = Run(spec["dataset"], spec["setting"], spec["seed"], Path(spec["run_dir"]), Path(spec["artifacts"]),
-              spec["identity"], spec["params"])
-    lock = FileLock(lock_path(run.run_dir))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        log.error("%s is held by another process; not run here", lock_path(run.run_dir))
-        return HELD
-    try:
-        classify(run)               # finished meanwhile (a job queued by two batches)? then never again
-        if run.state == "skip":
-            log.info("%s was finished by another process meanwhile; not run again", run.run_dir)
-            return FINISHED
-        try:
-            rec = run_notebook(Path(spec["notebook"]), run.run_dir, run.params, REPO, html=False,
-                               every=spec.get("every") or None)
-        except NotebookFailed as e:
-            log.error("FAILED %s", e)
-            return 1
-        collect(run, rec)
-        return 0
-    finally:
-        lock.release()
 
 
 def _progress(run: Run) -> str:
@@ -134,7 +84,8 @@ def start(r: Run, notebook: Path, every: float, executor=None) -> None:
     r.started = time.time()
     if executor is not None:
         try:
-            r.proc = submit(executor, f"tvo-{r.run_dir.parents[1].name}-{r.dataset}-{r.run_dir.name}", launch,
+            r.proc = submit(executor, f"tvo-{r.run_dir.parents[1].name}-{r.dataset}-{r.run_dir.name}",
+                            child_command(launch.resolve()),
                             r.run_dir / "run.log", REPO, child_env(r))
         except Exception as e:                    # sbatch refused it (partition, time limit...)
             r.state, r.error = "failed", f"not submitted: {type(e).__name__}: {str(e).strip()[:500]}"
@@ -145,7 +96,7 @@ def start(r: Run, notebook: Path, every: float, executor=None) -> None:
         r.log_file, r.state = None, "running"
         return
     r.log_file = open(r.run_dir / "run.log", "ab")
-    r.proc = subprocess.Popen([sys.executable, "-m", "tvolib.runs", "--run-one", str(launch)], cwd=REPO,
+    r.proc = subprocess.Popen(child_command(launch), cwd=REPO,
                               stdout=r.log_file, stderr=subprocess.STDOUT, env={**os.environ, **child_env(r)})
     r.state = "running"
 

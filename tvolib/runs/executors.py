@@ -2,7 +2,7 @@
 submitit, to Slurm or to submitit's local executor (real processes on this machine, the same code
 path as a Slurm submission).
 
-A submitted job runs exactly the child command of the local pool, ``python -m tvolib.runs --run-one
+A submitted job runs exactly the child command of the local pool, ``python -m tvolib.runs.child
 <run_dir>/launch.json`` in the repository with the same environment (``OMP_NUM_THREADS`` ...), its
 output appended to the run's ``run.log``; so the run's lock, resume and artifact copying are the same
 code. The batch polls the jobs as it polls its child processes. Job scripts and the jobs' own
@@ -27,7 +27,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -117,13 +116,13 @@ def make_executor(cfg: ExecutorConfig, folder: Path):
     return ex
 
 
-def job_main(launch: str, log: str, cwd: str, env: dict) -> int:
-    """A submitted job: the run's child command, as the local pool starts it; its exit status."""
+def job_main(command: list[str], log: str, cwd: str, env: dict) -> int:
+    """A submitted job: the run's child ``command``, as the local pool starts it; its exit status."""
     job_id = os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID") or "?"
     with open(log, "ab") as out:
         out.write(f"[runs] job {job_id} on {socket.gethostname()}\n".encode())
         out.flush()
-        child = subprocess.Popen([sys.executable, "-m", "tvolib.runs", "--run-one", launch], cwd=cwd,
+        child = subprocess.Popen(command, cwd=cwd,
                                  stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env})
         try:
             code = child.wait()
@@ -178,7 +177,7 @@ class Submitted:
         self.job.cancel(check=False)
 
 
-def submit(executor, name: str, launch: Path, log: Path, cwd: Path, env: dict) -> Submitted:
-    """Submit one run's child command as a job named ``name``."""
+def submit(executor, name: str, command: list[str], log: Path, cwd: Path, env: dict) -> Submitted:
+    """Submit one run's child ``command`` as a job named ``name``."""
     executor.update_parameters(name=name)
-    return Submitted(executor.submit(job_main, str(launch.resolve()), str(log.resolve()), str(cwd), env), log)
+    return Submitted(executor.submit(job_main, command, str(log.resolve()), str(cwd), env), log)

@@ -16,6 +16,13 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+# nbformat imports jsonschema, whose format checkers import rfc3987_syntax where it is installed
+# (jupyter-events pulls it in); that compiles 38 Earley grammars at import: 2-3 s of every batch
+# process, every run's child and every report, for the "iri" format that no notebook schema uses
+# (python-jsonschema/jsonschema#1428). Left out, jsonschema leaves that one format unchecked. Where
+# jsonschema was imported first (a Jupyter server, a kernel that imported it), nothing changes.
+sys.modules.setdefault("rfc3987_syntax", None)
+
 import nbformat
 import papermill as pm
 import torch

@@ -2,8 +2,7 @@
 
     python -m tvolib.runs --rerun reports/experiments/table2/twitter2015/tvomner+pgim-s1
 
-The run is executed exactly as a batch executes it (the child command ``python -m tvolib.runs
---run-one``, one papermill execution of notebook 07, the recorded number of threads) into
+The run is executed exactly as a batch executes it (the child command ``python -m tvolib.runs.child``, one papermill execution of notebook 07, the recorded number of threads) into
 ``<runs_dir>/rerun/<experiment>/<dataset>/<run>/``; its artifacts go to ``rerun-artifacts/`` in that
 folder, so the committed ones are never touched. The caches are those of ``--cache_dir`` (a new
 folder re-builds the candidate tagger and every side input, as a fresh clone does). An interrupted
@@ -37,7 +36,7 @@ import sys
 from pathlib import Path
 
 from ..cache import atomic_write_bytes, atomic_write_json
-from .execute import FINISHED
+from .child import FINISHED, child_command
 from .notebook import REPO
 from .plan import ARTIFACTS, NOTEBOOK
 
@@ -189,7 +188,7 @@ def rerun(committed: str | Path, runs_dir: str | Path = "runs", cache_dir: str |
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     print(f"re-running {committed} into {run_dir} ({threads} thread(s); log {run_dir / 'run.log'})", flush=True)
     with open(run_dir / "run.log", "ab") as log_file:
-        code = subprocess.call([sys.executable, "-m", "tvolib.runs", "--run-one", str(launch)], cwd=REPO,
+        code = subprocess.call(child_command(launch), cwd=REPO,
                                stdout=log_file, stderr=subprocess.STDOUT, env=env)
     if code not in (0, FINISHED) or not (artifacts / "metrics.json").exists():
         print(f"the re-run did not finish (exit status {code}); see {run_dir / 'run.log'}", file=sys.stderr)
