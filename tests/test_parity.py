@@ -31,7 +31,7 @@ from tvolib.inputs import dataset_from_config, prepare_data
 from tvolib.resources import resolve
 from tvolib.settings import configs
 torch.set_num_threads(2)
-data, model, _ = configs("sample", {}, "tvomner+pgim", 1, {"max_length": 64, "max_train_samples": 24,
+data, model, _ = configs("sample", {}, "tvomner+pgim", 1, {"max_length": 64, "max_train_samples": 8,
                                                            "max_eval_samples": 9}, cache_dir=sys.argv[1])
 prepare_data(dataset_from_config(data), data, model, resolve(data, model))
 """
