@@ -78,7 +78,7 @@ NOT_FROM_ARTIFACTS = {
     "README.md": {"3.11": "the Python version", **PAPER},
     "docs/results.md": {
         "85.31": "UMT, the paper's Table 1", "13.48": "an earlier probe; the text says no artifact is kept",
-        "89.43": "ditto", "44.29": "ditto", "22.00": "ditto", "21.14": "ditto", "20.00": "ditto",
+        "89.43": "ditto", "44.29": "ditto", "33.05": "ditto", "22.00": "ditto", "21.14": "ditto", "20.00": "ditto",
         "42.86": "ditto", "59.46": "ditto", "1.16": "an earlier 4-epoch range", "1.78": "ditto",
         "4.13": "a ratio of two table figures", "4.24": "ditto",
         "71.95": "a replaced run's figure, named as such", "84.40": "a re-run's last epoch (its history)"}}
