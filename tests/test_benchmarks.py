@@ -129,3 +129,16 @@ def test_import_time_prints_a_row_per_module_with_what_it_loaded(capsys):
     assert [r.split("|")[1].strip() for r in rows] == ["`tvolib.data`", "`tvolib.runs.cli`"]
     assert float(rows[0].split("|")[2]) > 0
     assert "timm" not in rows[1] and "nbformat" in rows[1]
+
+
+def test_bf16_units_measures_both_precisions_and_names_the_cpu_flags(capsys, monkeypatch):
+    """``benchmarks/bf16_units.py``: fp32 and bf16 GFLOP/s of each product, and which bf16 flags the CPU has."""
+    bench = _load("bf16_units")
+    g = bench.measure(repeat=1, tokens=8, d=16, n=32)
+    assert set(g) == {"fp32", "bf16"} and all(v > 0 for p in g.values() for v in p.values())
+    monkeypatch.setattr(bench, "measure", lambda repeat: g)
+    monkeypatch.setattr(bench, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    bench.main(["--repeat", "1"])
+    out = capsys.readouterr().out
+    assert "bf16 flags: avx512_bf16" in out
+    assert f"| matmul 1024 x 1024 | {g['fp32']['matmul']:.2f} | {g['bf16']['matmul']:.2f} |" in out

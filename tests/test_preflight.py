@@ -191,3 +191,18 @@ def test_without_cuda_the_gpu_is_missing_with_the_fix(stand_ins, monkeypatch, ca
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i=0: SimpleNamespace(total_memory=8e9))
     gpu = by_name(preflight(PAPER["twitter2017"]))["GPU"]
     assert gpu.status == MISSING and "micro_batch_size" in gpu.fix
+
+
+def test_bf16_without_bf16_units_is_an_optional_missing_line_with_the_fix():
+    from tvolib.config import TrainConfig
+    from tvolib.runs.preflight import bf16_check, report
+    flags = "processor\t: 0\nflags\t\t: fpu sse2 avx2 {}\n"
+    bf16 = TrainConfig(precision="bf16", device="cpu")
+    slow = bf16_check(bf16, "local", flags.format(""))
+    assert slow.status == MISSING and not slow.required and slow.ok and "fp32" in slow.fix
+    assert bf16_check(bf16, "local", flags.format("avx512_bf16")).status == PRESENT
+    assert bf16_check(TrainConfig(precision="fp32", device="cpu"), "local", flags.format("")) is None
+    assert bf16_check(bf16, "slurm", flags.format("")) is None          # the nodes' CPUs are not this one's
+    lines = report([slow, bf16_check(bf16, "local", flags.format("amx_bf16"))]).splitlines()
+    assert lines[0].startswith("missing (optional) bf16") and lines[3].startswith("present (optional) bf16")
+    assert lines[-1] == "every required resource is present"

@@ -207,6 +207,13 @@ def test_auto_precision_follows_the_cpu_flags():
         resolve_precision("fp16", "cpu")
 
 
+def test_bf16_without_bf16_units_is_said_in_one_line():
+    from tvolib.device import slow_bf16
+    assert "emulated" in slow_bf16("bf16", "cpu", FLAGS.format("avx512f"))
+    assert slow_bf16("bf16", "cpu", FLAGS.format("avx512_bf16")) is None
+    assert slow_bf16("fp32", "cpu", FLAGS.format("")) is None
+
+
 def test_default_precision_is_fp32_because_bf16_cost_f1():
     # bf16 cost the full model about 0.7 F1 on Twitter-2017; it is opt-in ("auto" / "bf16")
     from tvolib.device import resolve_precision

@@ -49,6 +49,23 @@ def resolve_precision(precision: str, device: torch.device | str, cpuinfo: str |
     return "fp32"
 
 
+def slow_bf16(precision: str, device: torch.device | str, cpuinfo: str | None = None) -> str | None:
+    """A one-line warning when a resolved bf16 precision meets hardware without bf16 matrix units
+    (a CPU whose flags list neither of ``CPU_BF16_FLAGS``, or a CUDA device without bf16), else None.
+    There the products are emulated: on an AVX2-only core an autocast bf16 linear layer ran 11x and a
+    bf16 matmul 150x slower than in fp32 (``benchmarks/bf16_units.py``)."""
+    device = torch.device(device)
+    if precision != "bf16":
+        return None
+    if device.type == "cpu" and not cpu_has_bf16(cpuinfo):
+        return ("precision bf16 on a CPU without bf16 matrix units (neither amx_bf16 nor avx512_bf16 in its "
+                "flags): the products are emulated, about 10x slower than fp32 (docs/speed.md); "
+                "precision fp32, or auto, which picks fp32 here")
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return "precision bf16 on a CUDA device without bf16 support: use fp32, or auto"
+    return None
+
+
 def autocast(device: torch.device | str, precision: str):
     """The autocast context for a resolved precision (a no-op context for fp32)."""
     device = torch.device(device)

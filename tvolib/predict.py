@@ -42,7 +42,7 @@ from .cache import stable_hash
 from .checkpoint import load_checkpoint, resolve_checkpoint
 from .config import DataConfig, ModelConfig, TrainConfig, from_dict
 from .data import Dataset, Tweet, entity_spans, find_image
-from .device import autocast, resolve_precision, to_device
+from .device import autocast, resolve_precision, slow_bf16, to_device
 from .inputs import LEFT_OUT, prepare_data, withheld
 from .io import as_tweets, load_captions, read_jsonl
 from .resources import for_checkpoint, user_home
@@ -122,6 +122,8 @@ class Predictor:
             else:
                 self.note(f"{self.checkpoint}: this checkpoint carries no candidate tagger: tweets are tagged "
                           f"without candidates or knowledge")
+        if slow := slow_bf16(self.precision, device):
+            self.note(slow)
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, device: str = "cpu", cache_dir: str | None = None,

@@ -56,7 +56,7 @@ from .checkpoint import (check_resumable, load_checkpoint, load_training_state, 
                          save_checkpoint, save_training_state)
 from .config import DataConfig, ModelConfig, TrainConfig, to_dict
 from .data import Dataset
-from .device import autocast, resolve_device, resolve_precision, to_device
+from .device import autocast, resolve_device, resolve_precision, slow_bf16, to_device
 from .evaluate import evaluate, write_predictions
 from .inputs import LEFT_OUT, Prepared, dataset_from_config, prepare_data, with_dropout, withheld
 from .model import encoder_parameter_names
@@ -191,6 +191,8 @@ def _train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig,
     device = resolve_device(train_cfg.device, local_rank)
     precision = resolve_precision(train_cfg.precision, device)
     is_main = rank == 0
+    if is_main and (slow := slow_bf16(precision, device)):
+        log.warning(slow)
     out_dir = Path(train_cfg.output_dir)
     seed_everything(train_cfg.seed)
     last = out_dir / "last"

@@ -1,14 +1,13 @@
 """``python -m tvolib.runs --params FILE --preflight``: every resource the runs of a parameters file
 need, listed before hours of compute, each present, missing (with the fix) or not checked.
 
-The checks follow what the file's datasets x settings x model read: each dataset's data files, its
-image folder (how many IMGIDs have an image) and captions; the text encoder (also the candidate
-tagger's backbone), the image and sentence encoders; the knowledge each setting reads (local base,
-per-tweet files, live Wikipedia); the LLM endpoint and GroundingDINO where the phrases and boxes come
-from them; the GPU; free disk for the caches and run folders. Resolution is the runs' own
-(``tvolib.resources``, ``tvolib.weights``). Nothing slow happens: weights are found, not loaded, and
-an endpoint gets one request with a 3 s timeout. The exit status is 0 only when everything required
-is present (1 otherwise, 2 for a bad parameters file).
+The checks follow what the file's datasets x settings x model read: each dataset's data files, image
+folder (how many IMGIDs have an image) and captions; the text encoder (also the candidate tagger's
+backbone), the image and sentence encoders; the knowledge each setting reads (local base, per-tweet
+files, live Wikipedia); the LLM endpoint and GroundingDINO where the phrases and boxes come from them;
+the GPU (bf16 units for bf16 on a CPU); free disk for the caches and run folders. Resolution is the
+runs' own (``tvolib.resources``, ``tvolib.weights``). Nothing slow happens: weights are found, not loaded,
+an endpoint gets one request with a 3 s timeout. Exit status 0 only when every required one is present.
 """
 from __future__ import annotations
 
@@ -25,6 +24,7 @@ from urllib.parse import urlparse
 import requests
 import torch
 
+from ..device import cpu_has_bf16
 from ..config import DEFAULT_SENTENCE_ENCODER, DataConfig, ModelConfig, TrainConfig
 from ..data import IMAGE_EXTENSIONS, SPLITS, read_conll
 from ..io import load_captions
@@ -243,17 +243,27 @@ def gpu_check(train_cfg: TrainConfig, executor_kind: str) -> Check | None:
     if executor_kind != "local":
         return Check("GPU", need, NOT_CHECKED, f"runs go to {executor_kind} jobs: their nodes' GPUs", required=False)
     if not torch.cuda.is_available():
-        build = f"torch {torch.__version__}, " + (f"CUDA {torch.version.cuda} build" if torch.version.cuda
-                                                 else "a CPU-only build")
-        return Check("GPU", need, MISSING, f"no CUDA device ({build})",
+        build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "a CPU-only build"
+        return Check("GPU", need, MISSING, f"no CUDA device (torch {torch.__version__}, {build})",
                      "run on a machine with an NVIDIA GPU and a CUDA build of torch"
                      + ("" if required else " (device: auto: the runs go on the CPU)"), required)
-    props = torch.cuda.get_device_properties(0)
-    gb = props.total_memory / 1e9
+    gb = torch.cuda.get_device_properties(0).total_memory / 1e9
     detail = f"{torch.cuda.get_device_name(0)}, {gb:.0f} GB"
     if required and gb < MIN_GPU_GB:
         return Check("GPU", need, MISSING, detail, "a larger GPU, or a smaller recipe.micro_batch_size", required)
     return Check("GPU", need, PRESENT, detail, required=required)
+
+
+def bf16_check(train_cfg: TrainConfig, executor_kind: str, cpuinfo: str | None = None) -> Check | None:
+    """A local CPU run in bf16: whether the CPU has bf16 units (optional: the runs work without)."""
+    on_cpu = train_cfg.device == "cpu" or (train_cfg.device == "auto" and not torch.cuda.is_available())
+    if train_cfg.precision != "bf16" or executor_kind != "local" or not on_cpu:
+        return None
+    need, flags = "bf16 matrix units on the CPU (precision: bf16)", "amx_bf16 or avx512_bf16"
+    if cpu_has_bf16(cpuinfo):
+        return Check("bf16", need, PRESENT, flags, required=False)
+    return Check("bf16", need, MISSING, f"no {flags}: bf16 products are emulated, about 10x slower than fp32 "
+                 "(docs/speed.md)", "recipe.precision: fp32 (or auto: fp32 here), or a CPU with them", required=False)
 
 
 def existing(path: Path) -> Path:
@@ -265,11 +275,11 @@ def existing(path: Path) -> Path:
 
 def disk_checks(needs: dict[Path, float], basis: str) -> list[Check]:
     """Free space against the estimate, once per filesystem (``needs``: folder -> bytes)."""
-    by_dev: dict[int, tuple[list[Path], float]] = {}
+    by_dev: dict[int, list] = {}                          # device -> [folders, bytes]
     for folder, n in needs.items():
-        dev = existing(folder).stat().st_dev
-        folders, total = by_dev.get(dev, ([], 0.0))
-        by_dev[dev] = (folders + [folder], total + n)
+        entry = by_dev.setdefault(existing(folder).stat().st_dev, [[], 0.0])
+        entry[0].append(folder)
+        entry[1] += n
     out = []
     for folders, total in by_dev.values():
         free = shutil.disk_usage(existing(folders[0])).free
@@ -362,6 +372,7 @@ def preflight(params: str | Path, env: Mapping[str, str] | None = None) -> list[
                     for c in object_checks(data_cfg, env):
                         add(c)
     add(gpu_check(TrainConfig(**train_kw), p.executor.kind))
+    add(bf16_check(TrainConfig(**train_kw), p.executor.kind))
 
     size = max((weights_size(Path(c.detail)) for c in encoders if c.status == PRESENT and Path(c.detail).is_dir()),
                default=0)
@@ -380,13 +391,14 @@ def preflight(params: str | Path, env: Mapping[str, str] | None = None) -> list[
 def report(checks: list[Check]) -> str:
     """The checks as a readable table: status, resource, what is needed; what was found or the fix below."""
     w = max(len(c.name) for c in checks)
+    statuses = [c.status.upper() if not c.ok else c.status + ("" if c.required else " (optional)") for c in checks]
+    sw = max([12] + [len(s) for s in statuses])
     lines = []
-    for c in checks:
-        status = c.status.upper() if not c.ok else c.status + ("" if c.required else " (optional)")
-        lines.append(f"{status:<12} {c.name:<{w}}  {c.need}")
+    for c, status in zip(checks, statuses):
+        lines.append(f"{status:<{sw}} {c.name:<{w}}  {c.need}")
         for text, tag in ((c.detail, ""), (c.fix if c.status != PRESENT else "", "fix: ")):
             if text:
-                lines.append(f"{'':<12} {'':<{w}}  {tag}{text}")
+                lines.append(f"{'':<{sw}} {'':<{w}}  {tag}{text}")
     bad = [c for c in checks if not c.ok]
     lines.append("")
     lines.append(f"{len(bad)} of {sum(c.required for c in checks)} required resources are not present: "
