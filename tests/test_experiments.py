@@ -181,6 +181,20 @@ def test_every_committed_batch_parameters_file_plans_and_is_listed_in_the_docs()
         assert f"({'../params/' + f.name})" in docs, f"{f.name} is not in docs/experiments.md's table"
 
 
+def test_a_bf16_batch_on_a_cpu_without_bf16_units_is_warned_before_it_starts(tmp_path, monkeypatch, caplog):
+    from tvolib.runs import cli as runs_cli
+    from tvolib.runs import preflight as runs_preflight
+    text = write_params(tmp_path / "p.yaml", ["text-only"], seeds=(1,)).read_text()
+    (tmp_path / "p.yaml").write_text(text.replace("batch_size: 8}", "batch_size: 8, precision: bf16, device: cpu}"))
+    monkeypatch.setattr(runs_cli, "execute", lambda *a, **k: 0)           # the warning, not the runs
+    for has_units in (False, True):
+        monkeypatch.setattr(runs_preflight, "cpu_has_bf16", lambda cpuinfo=None: has_units)
+        caplog.clear()
+        assert runs_cli.main(["--params", str(tmp_path / "p.yaml"), "--runs_dir", str(tmp_path / "runs"),
+                              "--reports", str(tmp_path / "reports")]) == 0
+        assert ("bf16 on a CPU without bf16 units" in caplog.text) is not has_units, caplog.text
+
+
 def test_the_live_line_gives_valid_f1_and_the_pace_of_a_run(tmp_path):
     r = plan(write_params(tmp_path / "p.yaml", ["text-only"], seeds=(1,), epochs=4), str(tmp_path / "runs"),
              tmp_path / "reports").runs[0]

@@ -38,12 +38,14 @@ import sys
 from pathlib import Path
 
 from ..cache import atomic_write_json, atomic_write_text
+from ..config import TrainConfig
+from ..settings import split_recipe
 from .execute import execute
 from .executors import KINDS
 from .identity import classify
 from .cross import cross_batch
 from .plan import NOTEBOOK, REPORTS, plan, write_manifests
-from .preflight import main as preflight_main
+from .preflight import MISSING, bf16_check, main as preflight_main
 from .rerun import rerun
 from .tables import compare_experiments, compare_markdown, write_tables
 
@@ -152,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
             classify(r, copy=False)
             print(f"  {r.label}: {r.state}{' (' + r.error + ')' if r.error else ''}")
         return 0
+    slow = bf16_check(TrainConfig(**split_recipe(p.runs[0].params["recipe"])[1]), executor.kind) if p.runs else None
+    if slow and slow.status == MISSING:                   # hours slower: said before the runs start
+        logging.getLogger("tvolib.runs").warning("%s: precision bf16 on a CPU without bf16 units (%s); %s",
+                                                 args.params, slow.detail, slow.fix)
     return 1 if execute(p, args.jobs, args.every, Path(args.notebook), reports_dir, executor) else 0
 
 
