@@ -202,9 +202,14 @@ def test_the_live_line_gives_valid_f1_and_the_pace_of_a_run(tmp_path):
     assert runs_execute._progress(r) == "preparing inputs"
     (r.run_dir / "prepared.json").write_text("{}")
     assert runs_execute._progress(r) == "training epoch 1"
+    (r.run_dir / "progress.json").write_text(json.dumps({"epoch": 1, "step": 50, "steps": 250, "seconds": 600.0}))
+    assert runs_execute._progress(r) == "epoch 1: step 50/250, about 40 min left"
     (r.run_dir / "history.json").write_text(json.dumps([{"valid_f1": 71.419, "train_seconds": 2330.0},
                                                         {"valid_f1": 75.11, "train_seconds": 2390.0}]))
-    assert runs_execute._progress(r) == "epoch 2/4 done (valid F1 71.42, 75.11; 39 min an epoch)"
+    assert runs_execute._progress(r) == "epoch 2/4 done (valid F1 71.42, 75.11; 39 min an epoch)"   # stale step
+    (r.run_dir / "progress.json").write_text(json.dumps({"epoch": 3, "step": 200, "steps": 250, "seconds": 1800.0}))
+    assert runs_execute._progress(r) == ("epoch 2/4 done (valid F1 71.42, 75.11; 39 min an epoch); "
+                                         "epoch 3: step 200/250, about 8 min left")
 
 
 def test_unknown_setting_and_missing_file(tmp_path):

@@ -117,6 +117,8 @@ def test_selection_and_early_stopping_use_valid_f1_only(tmp_path):
     res = train(data, model, tr, encoder_config=enc)
     # nothing can improve with lr = 0: epoch 1 stays best, training stops after 1 + patience epochs
     assert res["best_epoch"] == 1 and res["epochs_run"] == 3 and res["early_stopped"]
+    now = json.loads((Path(tr.output_dir) / "progress.json").read_text())     # the batch's live line reads it
+    assert now["epoch"] == 3 and 0 < now["step"] <= now["steps"] and now["seconds"] >= 0
     f1s = [h["valid_f1"] for h in res["history"]]
     assert len(set(round(f, 6) for f in f1s)) == 1
     assert "test" not in json.dumps([h.keys() for h in res["history"]], default=list)

@@ -291,10 +291,13 @@ def _train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig,
             for k, v in zip(sums, step_loss.tolist()):
                 sums[k] += v * len(idx)
             bar.set_postfix(loss=f"{step_loss[0].item():.3f}")
-            if step_lines and (s + 1) % max(1, steps_per_epoch // 10) == 0:
+            if is_main and (s + 1) % max(1, steps_per_epoch // 10) == 0:     # ~10 times an epoch
                 el = time.time() - t0
-                log.info(f"  epoch {epoch} step {s + 1}/{steps_per_epoch}: loss {step_loss[0].item():.3f}, "
-                      f"{seen / el:.1f} tweets/s, {el:.0f} s")
+                atomic_write_json(out_dir / "progress.json", {"epoch": epoch, "step": s + 1, "steps": steps_per_epoch,
+                                                               "seconds": round(el, 1)})    # the batch's live line
+                if step_lines:
+                    log.info(f"  epoch {epoch} step {s + 1}/{steps_per_epoch}: loss {step_loss[0].item():.3f}, "
+                             f"{seen / el:.1f} tweets/s, {el:.0f} s")
         bar.close()
         train_time = time.time() - t0
         # ---- evaluation, selection, checkpoint (rank 0)
