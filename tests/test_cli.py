@@ -57,11 +57,19 @@ def test_ablation_flag_with_explicit_overrides(tmp_path, monkeypatch):
     assert seen["tracking_tags"] == {"setting": "w/o O-T-V"}     # the MLflow run's tag
 
 
-def test_predict_writes_only_data_on_stdout(trained, tmp_path, capsys):
+def test_predict_writes_only_data_on_stdout(trained, tmp_path, capsys, monkeypatch):
+    from transformers.utils import logging as hf_logging
     ckpt, _, _, _ = trained
     inp = tmp_path / "t.txt"
     inp.write_text("Steph Curry drops 40\n", encoding="utf-8")
     capsys.readouterr()
-    assert main(["predict", "--checkpoint", str(ckpt), "--input", str(inp), "--cache_dir", str(tmp_path / "c")]) == 0
-    out = json.loads(capsys.readouterr().out)          # stdout is the JSON and nothing else
-    assert out[0]["id"] == "line1" and len(out[0]["labels"]) == 4
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    hf_logging.enable_progress_bar()
+    try:
+        assert main(["predict", "--checkpoint", str(ckpt), "--input", str(inp), "--cache_dir", str(tmp_path / "c")]) == 0
+        assert not hf_logging.is_progress_bar_enabled()        # no "Loading weights" bar per model opened
+    finally:
+        hf_logging.enable_progress_bar()
+    got = capsys.readouterr()
+    out = json.loads(got.out)                          # stdout is the JSON and nothing else
+    assert out[0]["id"] == "line1" and len(out[0]["labels"]) == 4 and "Loading weights" not in got.err

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -331,3 +332,18 @@ def test_notebooks_run_two_at_a_time_after_those_they_read_from():
     assert events == ["01", "02"]
     events.clear()
     assert run_in_order([plans[3]], fail_02, jobs=2) is None and events == ["04"]
+
+
+def test_kernels_run_without_progress_bars_unless_the_user_wants_them(tmp_path, monkeypatch):
+    """transformers' "Loading weights" bars would stay in every executed notebook; a user's own
+    setting wins, and the runner's environment is as before afterwards."""
+    make_nb(tmp_path / "env.ipynb", ["import os\nprint('bars:', os.environ.get('HF_HUB_DISABLE_PROGRESS_BARS'))"])
+    for user, shown in ((None, "bars: 1"), ("0", "bars: 0")):
+        if user is None:
+            monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+        else:
+            monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", user)
+        notebook.run_notebook(tmp_path / "env.ipynb", tmp_path / "out", {}, tmp_path, html=False, every=None)
+        nb = nbformat.read(str(tmp_path / "out" / "env.ipynb"), as_version=4)
+        assert shown in json.dumps([c.get("outputs") for c in nb.cells])
+        assert os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS") == user

@@ -19,9 +19,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 
 from transformers import HfArgumentParser
+from transformers.utils import logging as hf_logging
 
 from .cache import atomic_write_text
 from .checkpoint import rehash
@@ -168,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     debug = "--debug" in rest
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    if "HF_HUB_DISABLE_PROGRESS_BARS" not in os.environ:    # no "Loading weights" bar per model opened
+        hf_logging.disable_progress_bar()
     if debug and cmd == "train":
         rest = [a for a in rest if a != "--debug"]
     try:

@@ -4,6 +4,7 @@ checksums, wall time, the redacted command line), and optionally its HTML export
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -201,6 +202,23 @@ def default_figure_dir(out_dir: Path, cwd: Path) -> str:
     return str(figures.relative_to(cwd_abs) if figures.is_relative_to(cwd_abs) else figures)
 
 
+# what every kernel inherits unless the user set it: transformers' "Loading weights" bars would stay in
+# the executed notebooks and reports as lines of stderr
+KERNEL_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+
+
+@contextlib.contextmanager
+def kernel_environment(defaults: dict[str, str] = KERNEL_ENV):
+    """``defaults`` in ``os.environ`` while a kernel starts (a user's own values win), then as before."""
+    added = {k: v for k, v in defaults.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+
+
 def run_notebook(nb: Path, out_dir: Path, params: dict, cwd: Path, kernel: str | None = None,
                  timeout: int | None = None, html: bool = True, every: float | None = 30) -> dict:
     """Execute ``nb`` into ``out_dir`` and write its report record ``out_dir/<stem>.json``. A
@@ -215,7 +233,7 @@ def run_notebook(nb: Path, out_dir: Path, params: dict, cwd: Path, kernel: str |
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     error = None
     try:
-        with LiveLine(nb.name, executed, every):
+        with LiveLine(nb.name, executed, every), kernel_environment():
             pm.execute_notebook(str(nb), str(executed), parameters=params, cwd=str(cwd),
                                 kernel_name=kernel or kernel_name(), progress_bar=False,
                                 execution_timeout=timeout, report_mode=False)
