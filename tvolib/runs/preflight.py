@@ -24,9 +24,9 @@ from urllib.parse import urlparse
 import requests
 import torch
 
-from ..device import cpu_has_bf16
 from ..config import DEFAULT_SENTENCE_ENCODER, DataConfig, ModelConfig, TrainConfig
 from ..data import IMAGE_EXTENSIONS, SPLITS, read_conll
+from ..device import cpu_has_bf16
 from ..io import load_captions
 from ..llm_client import LLMConfig
 from ..resources import resolve
