@@ -22,7 +22,8 @@ from tvolib.data import Tweet
 from tvolib.evaluate import score, write_predictions
 from tvolib.runs import execute as runs_execute
 from tvolib.runs.identity import config_differences
-from tvolib.runs.notebook import REPO
+from tvolib.runs.notebook import REPO, LiveLine
+from tvolib.runs.progress import training_progress
 from tvolib.runs.plan import ARTIFACTS, NOTEBOOK, plan
 from tvolib.runs.tables import dataset_table, plot_delta_f1, table_markdown, write_tables
 
@@ -210,6 +211,11 @@ def test_the_live_line_gives_valid_f1_and_the_pace_of_a_run(tmp_path):
     (r.run_dir / "progress.json").write_text(json.dumps({"epoch": 3, "step": 200, "steps": 250, "seconds": 1800.0}))
     assert runs_execute._progress(r) == ("epoch 2/4 done (valid F1 71.42, 75.11; 39 min an epoch); "
                                          "epoch 3: step 200/250, about 8 min left")
+    # a run's own log (a re-run's, a cluster job's) carries the same words after the notebook's cell
+    line = LiveLine("07_run.ipynb", r.run_dir / "07_run.ipynb", None,
+                    detail=lambda: training_progress(r.run_dir, 4)).line()
+    assert line.startswith("07_run.ipynb: running 0m0") and line.endswith(
+        "; epoch 2/4 done (valid F1 71.42, 75.11; 39 min an epoch); epoch 3: step 200/250, about 8 min left"), line
 
 
 def test_unknown_setting_and_missing_file(tmp_path):

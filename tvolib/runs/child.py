@@ -16,6 +16,7 @@ from .artifacts import collect
 from .identity import classify
 from .notebook import REPO, NotebookFailed, run_notebook
 from .plan import Run
+from .progress import training_progress
 
 log = logging.getLogger("tvolib.runs.child")      # __name__ is "__main__" when run with -m
 LOCK = "run.lock"
@@ -63,7 +64,8 @@ def run_one(launch: Path) -> int:
             return FINISHED
         try:
             rec = run_notebook(Path(spec["notebook"]), run.run_dir, run.params, REPO, html=False,
-                               every=spec.get("every") or None)
+                               every=spec.get("every") or None,
+                               detail=lambda: training_progress(run.run_dir, run.params["recipe"].get("epochs")))
         except NotebookFailed as e:
             log.error("FAILED %s", e)
             return 1

@@ -27,39 +27,17 @@ from .notebook import REPO
 from .executors import ExecutorConfig, make_executor, submit
 from .identity import classify
 from .plan import NOTEBOOK, REPORTS, Plan, Run, write_manifests
+from .progress import training_progress
 from .tables import write_tables
 
 log = logging.getLogger(__name__)
 
 
-def _read(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _progress(run: Run) -> str:
-    """``epoch 2/4 done (valid F1 80.10, 81.30; 12 min an epoch)`` from the run's ``history.json``
-    (the pace: its epochs' mean training time), then how far the epoch under way is (its
-    ``progress.json``: step, and the minutes left at its pace so far), else the run's state."""
+    """A run's status line: its place in a cluster's queue, else how far its training is."""
     if hasattr(run.proc, "queued") and run.proc.queued():
         return f"queued (job {run.proc.job_id})"
-    if not (run.run_dir / "prepared.json").exists():
-        return "preparing inputs"
-    h, now = _read(run.run_dir / "history.json") or [], _read(run.run_dir / "progress.json")
-    if now and now.get("epoch") == len(h) + 1 and now.get("step"):
-        left = (now["steps"] - now["step"]) * now["seconds"] / now["step"] / 60
-        under_way = f"epoch {now['epoch']}: step {now['step']}/{now['steps']}, about {left:.0f} min left"
-    else:
-        under_way = f"training epoch {len(h) + 1}"
-    if not h:
-        return under_way
-    epochs = run.params["recipe"].get("epochs", "?")
-    secs = [e["train_seconds"] for e in h if e.get("train_seconds")]
-    pace = f"; {sum(secs) / len(secs) / 60:.0f} min an epoch" if secs else ""
-    done = f"epoch {len(h)}/{epochs} done (valid F1 {', '.join('%.2f' % e['valid_f1'] for e in h)}{pace})"
-    return done + (f"; {under_way}" if now and now.get("epoch") == len(h) + 1 else "")
+    return training_progress(run.run_dir, run.params["recipe"].get("epochs"))
 
 
 def _clock(s: float) -> str:

@@ -16,6 +16,7 @@ import time
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+from typing import Callable
 
 # nbformat imports jsonschema, whose format checkers import rfc3987_syntax where it is installed
 # (jupyter-events pulls it in); that compiles 38 Earley grammars at import: 2-3 s of every batch
@@ -165,10 +166,11 @@ def notebook_progress(executed: Path) -> tuple[int, int, str] | None:
 
 class LiveLine:
     """Logs ``<name>: running 1m30s, cell 3/9 (`first line`)`` every ``every`` seconds from a thread
-    while a notebook executes (papermill itself is silent with progress_bar off)."""
+    while a notebook executes (papermill itself is silent with progress_bar off); ``detail()``, when
+    given, is added (a run's training progress)."""
 
-    def __init__(self, name: str, executed: Path, every: float | None):
-        self.name, self.executed, self.every = name, executed, every
+    def __init__(self, name: str, executed: Path, every: float | None, detail: Callable[[], str] | None = None):
+        self.name, self.executed, self.every, self.detail = name, executed, every, detail
         self.t0 = time.time()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True) if every else None
@@ -181,7 +183,8 @@ class LiveLine:
         el = int(time.time() - self.t0)
         prog = notebook_progress(self.executed)
         where = f", cell {prog[0] + 1}/{prog[1]} (`{prog[2]}`)" if prog and prog[0] < prog[1] else ""
-        return f"{self.name}: running {el // 60}m{el % 60:02d}s{where}"
+        more = f"; {self.detail()}" if self.detail else ""
+        return f"{self.name}: running {el // 60}m{el % 60:02d}s{where}{more}"
 
     def __enter__(self):
         if self._thread:
@@ -220,10 +223,12 @@ def kernel_environment(defaults: dict[str, str] = KERNEL_ENV):
 
 
 def run_notebook(nb: Path, out_dir: Path, params: dict, cwd: Path, kernel: str | None = None,
-                 timeout: int | None = None, html: bool = True, every: float | None = 30) -> dict:
+                 timeout: int | None = None, html: bool = True, every: float | None = 30,
+                 detail: Callable[[], str] | None = None) -> dict:
     """Execute ``nb`` into ``out_dir`` and write its report record ``out_dir/<stem>.json``. A
     notebook that declares ``figure_dir`` and is not given one saves its figures into
-    ``out_dir/figures``. ``every``: seconds between live lines (None: silent)."""
+    ``out_dir/figures``. ``every``: seconds between live lines (None: silent), ``detail``: what
+    they add (``LiveLine``)."""
     check_no_secrets(params, nb.name)
     out_dir.mkdir(parents=True, exist_ok=True)
     if "figure_dir" in declared_parameters(nb) and "figure_dir" not in params:
@@ -233,7 +238,7 @@ def run_notebook(nb: Path, out_dir: Path, params: dict, cwd: Path, kernel: str |
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     error = None
     try:
-        with LiveLine(nb.name, executed, every), kernel_environment():
+        with LiveLine(nb.name, executed, every, detail), kernel_environment():
             pm.execute_notebook(str(nb), str(executed), parameters=params, cwd=str(cwd),
                                 kernel_name=kernel or kernel_name(), progress_bar=False,
                                 execution_timeout=timeout, report_mode=False)
