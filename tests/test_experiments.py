@@ -216,6 +216,11 @@ def test_the_live_line_gives_valid_f1_and_the_pace_of_a_run(tmp_path):
                     detail=lambda: training_progress(r.run_dir, 4)).line()
     assert line.startswith("07_run.ipynb: running 0m0") and line.endswith(
         "; epoch 2/4 done (valid F1 71.42, 75.11; 39 min an epoch); epoch 3: step 200/250, about 8 min left"), line
+    # training ended: the scoring passes of the selected epoch
+    (r.run_dir / "history.json").write_text(json.dumps([{"valid_f1": 71.419, "train_seconds": 2330.0}] * 4))
+    (r.run_dir / "scoring").mkdir()
+    (r.run_dir / "scoring" / "test.json").write_text("{}")
+    assert runs_execute._progress(r).endswith("39 min an epoch); scoring: 1 pass done, the last test")
 
 
 def test_unknown_setting_and_missing_file(tmp_path):

@@ -93,6 +93,38 @@ def test_deterministic_and_resume_after_kill_gives_same_weights(tmp_path, stand_
     assert ra["history"][0]["l_vae"] > 0
 
 
+def test_an_interrupted_scoring_resumes_with_the_next_pass_and_never_reuses_other_weights(tmp_path, stand_ins,
+                                                                                          monkeypatch):
+    import tvolib.train
+    from tvolib.train import train
+    torch.set_num_threads(1)
+    enc = tiny_encoder_config()
+    data, model, tr = cfgs(tmp_path, "s")
+    full = train(data, model, tr, encoder_config=enc)
+    scoring = tmp_path / "s" / "scoring"
+    assert sorted(p.stem for p in scoring.glob("*.json")) == [
+        "probe_test", "test", "test.neither", "test.no_knowledge", "test.no_visual",
+        "valid.neither", "valid.no_knowledge", "valid.no_visual"]
+    # killed during the last passes: two never written, one damaged
+    (scoring / "valid.neither.json").unlink()
+    (scoring / "valid.no_visual.json").unlink()
+    (scoring / "test.no_visual.json").write_text('{"checkpoint": {"best_epoch"')
+    passes, probes = [], []
+    evaluate, branch_probe = tvolib.train.evaluate, tvolib.train.branch_probe
+    monkeypatch.setattr(tvolib.train, "evaluate", lambda *a, **k: passes.append(1) or evaluate(*a, **k))
+    monkeypatch.setattr(tvolib.train, "branch_probe", lambda *a, **k: probes.append(1) or branch_probe(*a, **k))
+    again = train(data, model, tr, encoder_config=enc)          # the same command again
+    assert (len(passes), len(probes)) == (3, 0)
+    for key in ("test", "test_scores", "probe", "missing_inputs", "missing_inputs_valid"):
+        assert again[key] == full[key], key
+    # other weights in best/ (same epoch and valid F1): every pass is run again
+    best = tmp_path / "s" / "best" / "model.safetensors"
+    os.utime(best, ns=(best.stat().st_atime_ns, best.stat().st_mtime_ns + 1_000_000))
+    passes.clear()
+    assert train(data, model, tr, encoder_config=enc)["missing_inputs"] == full["missing_inputs"]
+    assert (len(passes), len(probes)) == (7, 1)
+
+
 def test_gradient_accumulation_matches_one_big_batch(tmp_path):
     from tvolib.train import train
     enc = tiny_encoder_config()

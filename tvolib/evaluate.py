@@ -174,8 +174,12 @@ def evaluate(model, examples: list[dict], collate, batch_size: int = 64, device=
              precision: str = "fp32") -> tuple[Scores, list[list[str]]]:
     """Span scores of ``model`` on labelled examples, and its predictions."""
     pred = predict_examples(model, examples, collate, batch_size, device, precision)
-    gold = [[LABELS[j] for j in e["labels"]] for e in examples]
-    return score(gold, pred), pred
+    return score_examples(examples, pred), pred
+
+
+def score_examples(examples: list[dict], pred: Sequence[Sequence[str]]) -> Scores:
+    """Span scores of predictions for labelled model examples (``labels``: label ids)."""
+    return score([[LABELS[j] for j in e["labels"]] for e in examples], pred)
 
 
 def type_confusion(gold: list[list[str]], pred: list[list[str]]) -> tuple[list[str], list[list[int]]]:

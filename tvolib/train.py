@@ -19,7 +19,8 @@
   loads: weights, every config, label set, encoder config/tokenizer or vocabulary, and the candidate
   tagger that made the candidates; ``tvolib.checkpoint``). A killed run started
   again with the same command resumes after its last finished epoch and ends with the same weights
-  as an uninterrupted run (CPU).
+  as an uninterrupted run (CPU); one killed while scoring the selected checkpoint resumes with the
+  next scoring pass (``scoring_passes``).
 * Deterministic on CPU: seeded, the epoch order comes from ``seed + epoch``.
 * Logs go to stderr (one line per epoch; a tqdm bar where interactive, per-step lines in plain log
   files, none in notebooks), results to ``results.json``. A valid F1 of 0 after an epoch is warned
@@ -35,6 +36,7 @@ model assembly (``tvolib.assemble``), checkpoints (``tvolib.checkpoint``), evalu
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -57,15 +59,13 @@ from .checkpoint import (check_resumable, load_checkpoint, load_training_state, 
 from .config import DataConfig, ModelConfig, TrainConfig, to_dict
 from .data import Dataset
 from .device import autocast, resolve_device, resolve_precision, slow_bf16, to_device
-from .evaluate import evaluate, write_predictions
+from .evaluate import evaluate, score_examples, write_predictions
 from .inputs import LEFT_OUT, Prepared, dataset_from_config, prepare_data, with_dropout, withheld
 from .model import encoder_parameter_names
-from .probing import branch_probe
+from .probing import ProbeResult, branch_probe
 from .resources import Resources, resolve
 from .tfo.pipeline import ensure_kb
 from .tracking import ARTIFACTS, Tracker, data_checksums
-
-# the missing-inputs evaluation: (name, knowledge left out, visual input left out)
 from .viz import plot_history
 
 log = logging.getLogger(__name__)
@@ -158,6 +158,32 @@ def _init_distributed(device_pref: str) -> bool:
     use_cuda = torch.cuda.is_available() and device_pref != "cpu"
     dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     return True
+
+
+def scoring_passes(out_dir: Path, state: dict):
+    """``kept(name, compute)``: the output of one scoring pass of the selected checkpoint, computed once.
+
+    Scoring a run after training is a dozen passes over test and valid (an hour with MPNet-base on
+    one CPU core); each pass's output is kept in ``<out_dir>/scoring/<name>.json`` with the identity of
+    the ``best/`` weights it came from, so a scoring that was interrupted resumes with the next pass and
+    a pass of other weights is never reused."""
+    weights = (out_dir / "best" / "model.safetensors").stat()
+    key = {"best_epoch": state["best_epoch"], "best_valid_f1": state["best_f1"],
+           "weights_bytes": weights.st_size, "weights_mtime_ns": weights.st_mtime_ns}
+
+    def kept(name: str, compute):
+        path = out_dir / "scoring" / f"{name}.json"
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            if record["checkpoint"] == key:
+                return record["output"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass   # not scored yet, or by other weights: compute it
+        output = compute()
+        atomic_write_json(path, {"checkpoint": key, "output": output}, indent=None)
+        return output
+
+    return kept
 
 
 def train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, *, res: Resources | None = None,
@@ -343,8 +369,11 @@ def _train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig,
     result: dict = {"output_dir": str(out_dir)}
     if is_main:
         best_model, _, _ = load_checkpoint(out_dir / "best", device=str(device))
-        test_scores, pred = evaluate(best_model, prepared.examples["test"], prepared.collate,
-                                     train_cfg.eval_batch_size, device, precision)
+        kept = scoring_passes(out_dir, state)
+        test_ex = prepared.examples["test"]
+        pred = kept("test", lambda: evaluate(best_model, test_ex, prepared.collate, train_cfg.eval_batch_size,
+                                             device, precision)[1])
+        test_scores = score_examples(test_ex, pred)
         # the selected epoch's valid scores were computed when it was selected
         valid_row = next((h["valid"] for h in state["history"] if h["epoch"] == state["best_epoch"]), None)
         if valid_row is None:
@@ -358,8 +387,9 @@ def _train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig,
                        "model": to_dict(model_cfg), "train": to_dict(train_cfg), **run_info})
         if getattr(best_model, "cff", None) is not None and prepared.visual is not None:
             # does the model use the image? (test split)
-            probe = branch_probe(best_model, prepared.examples["test"], prepared.collate, prepared.visual,
-                                 batch_size=train_cfg.eval_batch_size, device=device, precision=precision)
+            probe = ProbeResult.from_dict(kept("probe_test", lambda: branch_probe(
+                best_model, test_ex, prepared.collate, prepared.visual, batch_size=train_cfg.eval_batch_size,
+                device=device, precision=precision).to_dict()))
             result["probe"] = probe.summary()
             atomic_write_json(out_dir / "probe_test.json", probe.to_dict())   # per tweet: g, ω, predictions
         if state["best_f1"] <= 0.0 and warnings_seen:
@@ -373,14 +403,14 @@ def _train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig,
             for name, (kn, vis) in LEFT_OUT.items():
                 if (kn and not model_cfg.reads_knowledge) or (vis and prepared.visual is None):
                     continue
-                ex, coll = withheld(prepared, "test", knowledge=kn, visual=vis)
-                sc, pr = evaluate(best_model, ex, coll, train_cfg.eval_batch_size, device, precision)
-                result["missing_inputs"][name] = sc.row()
-                if ds is not None:
-                    write_predictions(out_dir / f"test_predictions.{name}.txt", ds.splits["test"], pr)
-                ex, coll = withheld(prepared, "valid", knowledge=kn, visual=vis, examples=valid_ex)
-                result["missing_inputs_valid"][name] = evaluate(best_model, ex, coll, train_cfg.eval_batch_size,
-                                                                device, precision)[0].row()
+                for split, examples, into in (("test", None, "missing_inputs"),
+                                              ("valid", valid_ex, "missing_inputs_valid")):
+                    ex, coll = withheld(prepared, split, knowledge=kn, visual=vis, examples=examples)
+                    pr = kept(f"{split}.{name}", lambda: evaluate(best_model, ex, coll, train_cfg.eval_batch_size,
+                                                                   device, precision)[1])
+                    result[into][name] = score_examples(ex, pr).row()
+                    if split == "test" and ds is not None:
+                        write_predictions(out_dir / f"test_predictions.{name}.txt", ds.splits["test"], pr)
         atomic_write_json(out_dir / "results.json", result)
         try:
             plot_history(state["history"], out_dir / "curves.png")

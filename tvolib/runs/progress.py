@@ -1,6 +1,7 @@
 """How far a training run is, read from what the trainer writes into its run folder: ``prepared.json``
-(inputs ready), ``history.json`` (one record per finished epoch) and ``progress.json`` (the epoch under
-way: step, steps, seconds so far). The batch's status lines and a run's own log both show it."""
+(inputs ready), ``history.json`` (one record per finished epoch), ``progress.json`` (the epoch under
+way: step, steps, seconds so far) and ``scoring/`` (the passes over test and valid once training
+ended). The batch's status lines and a run's own log both show it."""
 from __future__ import annotations
 
 import json
@@ -33,4 +34,7 @@ def training_progress(run_dir: Path, epochs: int | str | None = None) -> str:
     secs = [e["train_seconds"] for e in h if e.get("train_seconds")]
     pace = f"; {sum(secs) / len(secs) / 60:.0f} min an epoch" if secs else ""
     done = f"epoch {len(h)}/{epochs or '?'} done (valid F1 {', '.join('%.2f' % e['valid_f1'] for e in h)}{pace})"
+    scored = sorted((run_dir / "scoring").glob("*.json"), key=lambda p: p.stat().st_mtime_ns)
+    if scored:
+        return done + f"; scoring: {len(scored)} pass{'es' if len(scored) > 1 else ''} done, the last {scored[-1].stem}"
     return done + (f"; {under_way}" if current else "")
