@@ -88,6 +88,7 @@ def test_branch_probe_shuffles_within_the_split_and_plots():
     probe feeds those tweets' visual inputs; gate=1 gives the text branch alone; plot_probe draws it."""
     import matplotlib
     import torch
+    from tvolib.data import LABELS
     from tvolib.probing import branch_probe, derangement, plot_probe
     from test_model import build, fake_visual, make_batch, tiny_cfg
 
@@ -110,8 +111,23 @@ def test_branch_probe_shuffles_within_the_split_and_plots():
         out["visual"] = fake_visual(len(rows))
         return out
 
+    text_calls = []
+    model.text.register_forward_hook(lambda *a: text_calls.append(1))
     res = branch_probe(model, examples, collate, Visual(), batch_size=B, seed=3)
+    assert len(text_calls) == 1                     # T is computed once a batch and shared by the probes
     perm = derangement(B, seed=3)
+    # the same predictions as a whole forward pass per probe
+    model.eval()
+    for p, override in (("learned", None), ("gate=1", 1.0), ("gate=0", 0.0), ("shuffled", None)):
+        b = collate(examples)
+        if p == "shuffled":
+            b["visual"] = fake_visual(B, seed=int(f"t{perm[0]}"[1:]) + 1)
+        model.cff.gate_override = override
+        with torch.no_grad():
+            out = model.emissions(b)
+        model.cff.gate_override = None
+        assert model.crf.decode(out["emissions"], mask=out["word_mask"]) == [
+            [LABELS.index(t) for t in tags] for tags in res.pred[p]], p
     assert seen == [[f"t{perm[i]}" for i in range(B)]]
     assert set(res.pred) == {"learned", "gate=1", "gate=0", "shuffled"}
     assert len(res.gate) == len(res.omega) == len(res.visual_attn) == B

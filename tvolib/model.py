@@ -177,9 +177,15 @@ class TVOMNER(nn.Module):
         self.emit = nn.Linear(2 * cfg.lstm_hidden, num_labels)                          # E of Eq. 7
         self.crf = CRF(num_labels, batch_first=True)                                     # Eq. 7–8
 
-    def emissions(self, batch: dict) -> dict:
+    def text_features(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(T, t_cls) of Eq. 1: the TFO input through the encoder and its self-attention + LN."""
+        return self.text(**{k: batch[k] for k in self.text_keys})
+
+    def emissions(self, batch: dict, text: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
+        """``text``: this batch's ``text_features`` when already computed (in eval mode the branch probe
+        runs the visual branch several ways over one T)."""
         word_mask = batch["word_mask"].bool()
-        T, t_cls = self.text(**{k: batch[k] for k in self.text_keys})
+        T, t_cls = text if text is not None else self.text_features(batch)
         out: dict = {}
         l_vae = T.new_zeros(())
         if self.use_visual:

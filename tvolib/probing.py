@@ -109,6 +109,8 @@ def branch_probe(model, examples: list[dict], collate: Callable, visual=None, ba
         chunk = examples[i:i + batch_size]
         batch = to_device(collate(chunk), device)
         batch.pop("labels", None)
+        with autocast(torch.device(device), precision):
+            text = model.text_features(batch) if has_visual else None   # T does not depend on V: once a batch
         for p in probes:
             b = batch
             if p == "shuffled":
@@ -118,7 +120,7 @@ def branch_probe(model, examples: list[dict], collate: Callable, visual=None, ba
                 model.cff.gate_override = {"gate=1": 1.0, "gate=0": 0.0}.get(p)
             try:
                 with autocast(torch.device(device), precision):
-                    out = model.emissions(b)
+                    out = model.emissions(b) if text is None else model.emissions(b, text=text)
                 seqs = model.crf.decode(out["emissions"].float(), mask=out["word_mask"])
             finally:
                 if has_visual:
