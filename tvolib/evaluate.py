@@ -7,6 +7,7 @@ paper: ``PER LOC ORG MISC`` F1, then micro ``Pre. Rec. F1``.
 from __future__ import annotations
 
 import gzip
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -15,7 +16,7 @@ import torch
 from seqeval.metrics import classification_report
 from seqeval.metrics.sequence_labeling import get_entities
 
-from .cache import atomic_write_text
+from .cache import atomic_write_json, atomic_write_text
 from .data import ENTITY_TYPES, LABELS, Tweet, entity_spans
 from .device import autocast, to_device
 
@@ -180,6 +181,32 @@ def evaluate(model, examples: list[dict], collate, batch_size: int = 64, device=
 def score_examples(examples: list[dict], pred: Sequence[Sequence[str]]) -> Scores:
     """Span scores of predictions for labelled model examples (``labels``: label ids)."""
     return score([[LABELS[j] for j in e["labels"]] for e in examples], pred)
+
+
+def scoring_passes(folder: Path, checkpoint: Path, best_epoch: int, best_valid_f1: float):
+    """``kept(name, compute)``: the output of one scoring pass of the ``checkpoint`` folder, computed once.
+
+    Scoring a run after training is a dozen passes over test and valid (an hour with MPNet-base on
+    one CPU core); each pass's output is kept in ``<folder>/<name>.json`` with the identity of the
+    weights it came from, so a scoring that was interrupted resumes with the next pass and a pass of
+    other weights is never reused."""
+    weights = (Path(checkpoint) / "model.safetensors").stat()
+    key = {"best_epoch": best_epoch, "best_valid_f1": best_valid_f1,
+           "weights_bytes": weights.st_size, "weights_mtime_ns": weights.st_mtime_ns}
+
+    def kept(name: str, compute):
+        path = Path(folder) / f"{name}.json"
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            if record["checkpoint"] == key:
+                return record["output"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass   # not scored yet, or by other weights: compute it
+        output = compute()
+        atomic_write_json(path, {"checkpoint": key, "output": output}, indent=None)
+        return output
+
+    return kept
 
 
 def type_confusion(gold: list[list[str]], pred: list[list[str]]) -> tuple[list[str], list[list[int]]]:

@@ -20,7 +20,7 @@
   tagger that made the candidates; ``tvolib.checkpoint``). A killed run started
   again with the same command resumes after its last finished epoch and ends with the same weights
   as an uninterrupted run (CPU); one killed while scoring the selected checkpoint resumes with the
-  next scoring pass (``scoring_passes``).
+  next scoring pass (``tvolib.evaluate.scoring_passes``).
 * Deterministic on CPU: seeded, the epoch order comes from ``seed + epoch``.
 * Logs go to stderr (one line per epoch; a tqdm bar where interactive, per-step lines in plain log
   files, none in notebooks), results to ``results.json``. A valid F1 of 0 after an epoch is warned
@@ -36,7 +36,6 @@ model assembly (``tvolib.assemble``), checkpoints (``tvolib.checkpoint``), evalu
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -59,7 +58,7 @@ from .checkpoint import (check_resumable, load_checkpoint, load_training_state, 
 from .config import DataConfig, ModelConfig, TrainConfig, to_dict
 from .data import Dataset
 from .device import autocast, resolve_device, resolve_precision, slow_bf16, to_device
-from .evaluate import evaluate, score_examples, write_predictions
+from .evaluate import evaluate, score_examples, scoring_passes, write_predictions
 from .inputs import LEFT_OUT, Prepared, dataset_from_config, prepare_data, with_dropout, withheld
 from .model import encoder_parameter_names
 from .probing import ProbeResult, branch_probe
@@ -158,32 +157,6 @@ def _init_distributed(device_pref: str) -> bool:
     use_cuda = torch.cuda.is_available() and device_pref != "cpu"
     dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     return True
-
-
-def scoring_passes(out_dir: Path, state: dict):
-    """``kept(name, compute)``: the output of one scoring pass of the selected checkpoint, computed once.
-
-    Scoring a run after training is a dozen passes over test and valid (an hour with MPNet-base on
-    one CPU core); each pass's output is kept in ``<out_dir>/scoring/<name>.json`` with the identity of
-    the ``best/`` weights it came from, so a scoring that was interrupted resumes with the next pass and
-    a pass of other weights is never reused."""
-    weights = (out_dir / "best" / "model.safetensors").stat()
-    key = {"best_epoch": state["best_epoch"], "best_valid_f1": state["best_f1"],
-           "weights_bytes": weights.st_size, "weights_mtime_ns": weights.st_mtime_ns}
-
-    def kept(name: str, compute):
-        path = out_dir / "scoring" / f"{name}.json"
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-            if record["checkpoint"] == key:
-                return record["output"]
-        except (OSError, ValueError, KeyError, TypeError):
-            pass   # not scored yet, or by other weights: compute it
-        output = compute()
-        atomic_write_json(path, {"checkpoint": key, "output": output}, indent=None)
-        return output
-
-    return kept
 
 
 def train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, *, res: Resources | None = None,
@@ -369,7 +342,7 @@ def _train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig,
     result: dict = {"output_dir": str(out_dir)}
     if is_main:
         best_model, _, _ = load_checkpoint(out_dir / "best", device=str(device))
-        kept = scoring_passes(out_dir, state)
+        kept = scoring_passes(out_dir / "scoring", out_dir / "best", state["best_epoch"], state["best_f1"])
         test_ex = prepared.examples["test"]
         pred = kept("test", lambda: evaluate(best_model, test_ex, prepared.collate, train_cfg.eval_batch_size,
                                              device, precision)[1])
