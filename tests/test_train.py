@@ -109,12 +109,15 @@ def test_an_interrupted_scoring_resumes_with_the_next_pass_and_never_reuses_othe
     (scoring / "valid.neither.json").unlink()
     (scoring / "valid.no_visual.json").unlink()
     (scoring / "test.no_visual.json").write_text('{"checkpoint": {"best_epoch"')
+    # one encoder pass per split and knowledge: the visual variants share it
     passes, probes = [], []
-    evaluate, branch_probe = tvolib.train.evaluate, tvolib.train.branch_probe
-    monkeypatch.setattr(tvolib.train, "evaluate", lambda *a, **k: passes.append(1) or evaluate(*a, **k))
+    variants, branch_probe = tvolib.train.predict_visual_variants, tvolib.train.branch_probe
+    monkeypatch.setattr(tvolib.train, "predict_visual_variants",
+                        lambda m, ex, coll, *a, **k: passes.append(sorted(coll)) or variants(m, ex, coll, *a, **k))
     monkeypatch.setattr(tvolib.train, "branch_probe", lambda *a, **k: probes.append(1) or branch_probe(*a, **k))
     again = train(data, model, tr, encoder_config=enc)          # the same command again
-    assert (len(passes), len(probes)) == (3, 0)
+    assert passes == [["test", "test.no_visual"], ["valid.no_visual"], ["valid.neither", "valid.no_knowledge"]]
+    assert probes == []
     for key in ("test", "test_scores", "probe", "missing_inputs", "missing_inputs_valid"):
         assert again[key] == full[key], key
     # other weights in best/ (same epoch and valid F1): every pass is run again
@@ -122,7 +125,7 @@ def test_an_interrupted_scoring_resumes_with_the_next_pass_and_never_reuses_othe
     os.utime(best, ns=(best.stat().st_atime_ns, best.stat().st_mtime_ns + 1_000_000))
     passes.clear()
     assert train(data, model, tr, encoder_config=enc)["missing_inputs"] == full["missing_inputs"]
-    assert (len(passes), len(probes)) == (7, 1)
+    assert (len(passes), len(probes)) == (4, 1)
 
 
 def test_gradient_accumulation_matches_one_big_batch(tmp_path):
@@ -442,6 +445,32 @@ def test_predictions_come_back_in_the_examples_order_whatever_the_batching(tmp_p
     one_by_one = [predict_examples(model, [e], prepared.collate, batch_size=1)[0] for e in ex]
     assert predict_examples(model, ex, prepared.collate, batch_size=7) == one_by_one
     assert [len(p) for p in one_by_one] == [len(e["labels"]) for e in ex]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_visual_variants_share_the_encoder_pass_and_predict_as_their_own_passes(tmp_path, stand_ins, precision):
+    from tvolib.assemble import build_model
+    from tvolib.evaluate import predict_examples, predict_visual_variants
+    from tvolib.inputs import dataset_from_config, prepare_data, withheld
+    from tvolib.resources import resolve
+    data, model_cfg, _ = cfgs(tmp_path)
+    prepared = prepare_data(dataset_from_config(data), data, model_cfg, resolve(data, model_cfg))
+    torch.manual_seed(0)
+    model = build_model(model_cfg, prepared.meta, encoder_config=tiny_encoder_config())
+    with torch.no_grad():          # the cross-modal output starts at zero: make the visual input count
+        for prm in model.cff.parameters():
+            prm.add_(0.2 * torch.randn_like(prm))
+    ex = prepared.examples["train"]
+    collates = {"all": prepared.collate, "no_visual": withheld(prepared, "train", visual=True)[1]}
+    calls = []
+    text_features = model.text_features
+    model.text_features = lambda b: calls.append(1) or text_features(b)
+    together = predict_visual_variants(model, ex, collates, batch_size=7, precision=precision)
+    assert len(calls) == math.ceil(len(ex) / 7)                        # one encoder pass a batch
+    model.text_features = text_features
+    for name, coll in collates.items():
+        assert together[name] == predict_examples(model, ex, coll, batch_size=7, precision=precision), name
+    assert together["all"] != together["no_visual"]                    # the visual input matters here
 
 
 def test_fused_adamw_is_the_default_recorded_and_matches_torchs_default(tmp_path, stand_ins):

@@ -153,21 +153,41 @@ def read_predictions(path: str | Path) -> tuple[list[list[str]], list[list[str]]
 def predict_examples(model, examples: list[dict], collate, batch_size: int = 64, device="cpu",
                      precision: str = "fp32", labels=None) -> list[list[str]]:
     """Viterbi label strings for every example (one per word), in ``precision`` ("fp32" | "bf16")."""
+    return predict_visual_variants(model, examples, {"": collate}, batch_size, device, precision, labels)[""]
+
+
+def predict_visual_variants(model, examples: list[dict], collates: dict, batch_size: int = 64, device="cpu",
+                            precision: str = "fp32", labels=None) -> dict[str, list[list[str]]]:
+    """``predict_examples`` once per collate of ``collates`` (name -> collate), for collates that differ
+    only in the visual input (e.g. the missing-inputs evaluation's ``no_visual``): T does not depend
+    on V, so the encoder runs once a batch and the visual branch once per collate. Batches are
+    those ``predict_examples`` makes, so each name's predictions are the same as its own pass."""
     labels = LABELS if labels is None else labels
     model.eval()
     device = torch.device(device)
+    shared = len(collates) > 1
+    if shared and not hasattr(model, "text_features"):
+        raise ValueError("several visual inputs need a model with a visual branch (TVOMNER)")
     # batches of similar length pad less; the predictions go back to the examples' order
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].get("input_ids") or examples[i].get("labels") or ()))
-    preds: list[list[str] | None] = [None] * len(examples)
+    preds: dict[str, list] = {name: [None] * len(examples) for name in collates}
     with torch.no_grad():
         for i in range(0, len(order), batch_size):
             idx = order[i:i + batch_size]
-            batch = to_device(collate([examples[k] for k in idx]), device)
-            batch.pop("labels", None)
-            with autocast(device, precision):
-                ids = model.decode(batch)
-            for k, seq in zip(idx, ids):
-                preds[k] = [labels[j] for j in seq]
+            chunk = [examples[k] for k in idx]
+            text = None
+            for name, collate in collates.items():
+                batch = to_device(collate(chunk), device)
+                batch.pop("labels", None)
+                with autocast(device, precision):
+                    if not shared:
+                        ids = model.decode(batch)
+                    else:
+                        text = model.text_features(batch) if text is None else text
+                        out = model.emissions(batch, text=text)
+                        ids = model.crf.decode(out["emissions"], mask=out["word_mask"])   # = TVOMNER.decode
+                for k, seq in zip(idx, ids):
+                    preds[name][k] = [labels[j] for j in seq]
     return preds
 
 
@@ -183,30 +203,45 @@ def score_examples(examples: list[dict], pred: Sequence[Sequence[str]]) -> Score
     return score([[LABELS[j] for j in e["labels"]] for e in examples], pred)
 
 
-def scoring_passes(folder: Path, checkpoint: Path, best_epoch: int, best_valid_f1: float):
-    """``kept(name, compute)``: the output of one scoring pass of the ``checkpoint`` folder, computed once.
+class ScoringPasses:
+    """The outputs of the scoring passes of one ``checkpoint`` folder, each computed once.
 
     Scoring a run after training is a dozen passes over test and valid (an hour with MPNet-base on
     one CPU core); each pass's output is kept in ``<folder>/<name>.json`` with the identity of the
     weights it came from, so a scoring that was interrupted resumes with the next pass and a pass of
     other weights is never reused."""
-    weights = (Path(checkpoint) / "model.safetensors").stat()
-    key = {"best_epoch": best_epoch, "best_valid_f1": best_valid_f1,
-           "weights_bytes": weights.st_size, "weights_mtime_ns": weights.st_mtime_ns}
 
-    def kept(name: str, compute):
-        path = Path(folder) / f"{name}.json"
+    def __init__(self, folder: Path, checkpoint: Path, best_epoch: int, best_valid_f1: float):
+        weights = (Path(checkpoint) / "model.safetensors").stat()
+        self.folder = Path(folder)
+        self.key = {"best_epoch": best_epoch, "best_valid_f1": best_valid_f1,
+                    "weights_bytes": weights.st_size, "weights_mtime_ns": weights.st_mtime_ns}
+
+    def _kept(self, name: str):
         try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-            if record["checkpoint"] == key:
-                return record["output"]
+            record = json.loads((self.folder / f"{name}.json").read_text(encoding="utf-8"))
+            if record["checkpoint"] == self.key:
+                return True, record["output"]
         except (OSError, ValueError, KeyError, TypeError):
             pass   # not scored yet, or by other weights: compute it
-        output = compute()
-        atomic_write_json(path, {"checkpoint": key, "output": output}, indent=None)
-        return output
+        return False, None
 
-    return kept
+    def _keep(self, name: str, output) -> None:
+        atomic_write_json(self.folder / f"{name}.json", {"checkpoint": self.key, "output": output}, indent=None)
+
+    def __call__(self, name: str, compute):
+        """The output of pass ``name``: kept, or ``compute()`` now and kept."""
+        return self.several((name,), lambda: {name: compute()})[name]
+
+    def several(self, names, compute) -> dict:
+        """The outputs of passes computed together (``compute()`` -> {name: output}), when any is not kept."""
+        kept = {n: self._kept(n) for n in names}
+        if all(ok for ok, _ in kept.values()):
+            return {n: out for n, (_, out) in kept.items()}
+        outputs = compute()
+        for n in names:
+            self._keep(n, outputs[n])
+        return {n: outputs[n] for n in names}
 
 
 def type_confusion(gold: list[list[str]], pred: list[list[str]]) -> tuple[list[str], list[list[int]]]:

@@ -20,7 +20,7 @@
   tagger that made the candidates; ``tvolib.checkpoint``). A killed run started
   again with the same command resumes after its last finished epoch and ends with the same weights
   as an uninterrupted run (CPU); one killed while scoring the selected checkpoint resumes with the
-  next scoring pass (``tvolib.evaluate.scoring_passes``).
+  next scoring pass (``tvolib.evaluate.ScoringPasses``).
 * Deterministic on CPU: seeded, the epoch order comes from ``seed + epoch``.
 * Logs go to stderr (one line per epoch; a tqdm bar where interactive, per-step lines in plain log
   files, none in notebooks), results to ``results.json``. A valid F1 of 0 after an epoch is warned
@@ -58,7 +58,7 @@ from .checkpoint import (check_resumable, load_checkpoint, load_training_state, 
 from .config import DataConfig, ModelConfig, TrainConfig, to_dict
 from .data import Dataset
 from .device import autocast, resolve_device, resolve_precision, slow_bf16, to_device
-from .evaluate import evaluate, score_examples, scoring_passes, write_predictions
+from .evaluate import ScoringPasses, evaluate, predict_visual_variants, score_examples, write_predictions
 from .inputs import LEFT_OUT, Prepared, dataset_from_config, prepare_data, with_dropout, withheld
 from .model import encoder_parameter_names
 from .probing import ProbeResult, branch_probe
@@ -342,10 +342,30 @@ def _train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig,
     result: dict = {"output_dir": str(out_dir)}
     if is_main:
         best_model, _, _ = load_checkpoint(out_dir / "best", device=str(device))
-        kept = scoring_passes(out_dir / "scoring", out_dir / "best", state["best_epoch"], state["best_f1"])
+        kept = ScoringPasses(out_dir / "scoring", out_dir / "best", state["best_epoch"], state["best_f1"])
+        # test, and test and valid with side inputs left out of every tweet (``missing_inputs``): what new
+        # tweets without them get; valid so that a side-input dropout probability is chosen without test
+        left_out = {name: lost for name, lost in LEFT_OUT.items() if train_cfg.missing_inputs
+                    and not ((lost[0] and not model_cfg.reads_knowledge) or (lost[1] and prepared.visual is None))}
+        preds: dict[str, list] = {}
+        examples_of: dict[str, list] = {}
+        for split in ("test", "valid"):
+            for knowledge in (False, True):
+                # passes that differ only in the visual input share one encoder pass (T does not depend on V)
+                names = {f"{split}.{n}": lost[1] for n, lost in left_out.items() if lost[0] == knowledge}
+                if split == "test" and not knowledge:
+                    names = {"test": False, **names}
+                if not names:
+                    continue
+                ex_coll = {n: withheld(prepared, split, knowledge=knowledge, visual=vis,
+                                       examples=valid_ex if split == "valid" else None) for n, vis in names.items()}
+                ex = next(iter(ex_coll.values()))[0]
+                preds.update(kept.several(tuple(names), lambda: predict_visual_variants(
+                    best_model, ex, {n: coll for n, (_, coll) in ex_coll.items()}, train_cfg.eval_batch_size,
+                    device, precision)))
+                examples_of.update(dict.fromkeys(names, ex))
         test_ex = prepared.examples["test"]
-        pred = kept("test", lambda: evaluate(best_model, test_ex, prepared.collate, train_cfg.eval_batch_size,
-                                             device, precision)[1])
+        pred = preds["test"]
         test_scores = score_examples(test_ex, pred)
         # the selected epoch's valid scores were computed when it was selected
         valid_row = next((h["valid"] for h in state["history"] if h["epoch"] == state["best_epoch"]), None)
@@ -370,20 +390,13 @@ def _train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig,
         if ds is not None:
             write_predictions(out_dir / "test_predictions.txt", ds.splits["test"], pred)
         if train_cfg.missing_inputs:
-            # test again with side inputs left out of every tweet: what new tweets without them get
-            # (and valid, so that a side-input dropout probability can be chosen without test)
-            result["missing_inputs"], result["missing_inputs_valid"] = {}, {}
-            for name, (kn, vis) in LEFT_OUT.items():
-                if (kn and not model_cfg.reads_knowledge) or (vis and prepared.visual is None):
-                    continue
-                for split, examples, into in (("test", None, "missing_inputs"),
-                                              ("valid", valid_ex, "missing_inputs_valid")):
-                    ex, coll = withheld(prepared, split, knowledge=kn, visual=vis, examples=examples)
-                    pr = kept(f"{split}.{name}", lambda: evaluate(best_model, ex, coll, train_cfg.eval_batch_size,
-                                                                   device, precision)[1])
-                    result[into][name] = score_examples(ex, pr).row()
-                    if split == "test" and ds is not None:
-                        write_predictions(out_dir / f"test_predictions.{name}.txt", ds.splits["test"], pr)
+            result["missing_inputs"] = {n: score_examples(examples_of[f"test.{n}"], preds[f"test.{n}"]).row()
+                                        for n in left_out}
+            result["missing_inputs_valid"] = {n: score_examples(examples_of[f"valid.{n}"], preds[f"valid.{n}"]).row()
+                                              for n in left_out}
+            if ds is not None:
+                for n in left_out:
+                    write_predictions(out_dir / f"test_predictions.{n}.txt", ds.splits["test"], preds[f"test.{n}"])
         atomic_write_json(out_dir / "results.json", result)
         try:
             plot_history(state["history"], out_dir / "curves.png")
