@@ -109,15 +109,15 @@ def test_an_interrupted_scoring_resumes_with_the_next_pass_and_never_reuses_othe
     (scoring / "valid.neither.json").unlink()
     (scoring / "valid.no_visual.json").unlink()
     (scoring / "test.no_visual.json").write_text('{"checkpoint": {"best_epoch"')
-    # one encoder pass per split and knowledge: the visual variants share it
-    passes, probes = [], []
-    variants, branch_probe = tvolib.train.predict_visual_variants, tvolib.train.branch_probe
-    monkeypatch.setattr(tvolib.train, "predict_visual_variants",
-                        lambda m, ex, coll, *a, **k: passes.append(sorted(coll)) or variants(m, ex, coll, *a, **k))
-    monkeypatch.setattr(tvolib.train, "branch_probe", lambda *a, **k: probes.append(1) or branch_probe(*a, **k))
+    # one encoder pass per split and knowledge: the visual variants and the probes share it
+    import tvolib.scoring
+    passes = []
+    variants = tvolib.scoring.predict_visual_variants
+    monkeypatch.setattr(tvolib.scoring, "predict_visual_variants",
+                        lambda m, ex, v, *a, **k: passes.append(sorted(v)) or variants(m, ex, v, *a, **k))
     again = train(data, model, tr, encoder_config=enc)          # the same command again
-    assert passes == [["test", "test.no_visual"], ["valid.no_visual"], ["valid.neither", "valid.no_knowledge"]]
-    assert probes == []
+    probe = ["probe:gate=0", "probe:gate=1", "probe:learned", "probe:shuffled"]
+    assert passes == [probe + ["test", "test.no_visual"], ["valid.no_visual"], ["valid.neither", "valid.no_knowledge"]]
     for key in ("test", "test_scores", "probe", "missing_inputs", "missing_inputs_valid"):
         assert again[key] == full[key], key
     # other weights in best/ (same epoch and valid F1): every pass is run again
@@ -125,7 +125,7 @@ def test_an_interrupted_scoring_resumes_with_the_next_pass_and_never_reuses_othe
     os.utime(best, ns=(best.stat().st_atime_ns, best.stat().st_mtime_ns + 1_000_000))
     passes.clear()
     assert train(data, model, tr, encoder_config=enc)["missing_inputs"] == full["missing_inputs"]
-    assert (len(passes), len(probes)) == (4, 1)
+    assert len(passes) == 4
 
 
 def test_gradient_accumulation_matches_one_big_batch(tmp_path):
@@ -465,7 +465,7 @@ def test_visual_variants_share_the_encoder_pass_and_predict_as_their_own_passes(
     calls = []
     text_features = model.text_features
     model.text_features = lambda b: calls.append(1) or text_features(b)
-    together = predict_visual_variants(model, ex, collates, batch_size=7, precision=precision)
+    together, _ = predict_visual_variants(model, ex, collates, batch_size=7, precision=precision)
     assert len(calls) == math.ceil(len(ex) / 7)                        # one encoder pass a batch
     model.text_features = text_features
     for name, coll in collates.items():

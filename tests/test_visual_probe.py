@@ -98,17 +98,23 @@ def test_branch_probe_shuffles_within_the_split_and_plots():
     B = 4
     batch = make_batch(B=B, W=5)
     examples = [{"id": f"t{i}", "labels": batch["labels"][i][batch["word_mask"][i]].tolist()} for i in range(B)]
-    seen = []
+    with torch.no_grad():          # the cross-modal output starts at zero: make the visual input count
+        for prm in model.cff.parameters():
+            prm.add_(0.5 * torch.randn_like(prm, generator=torch.Generator().manual_seed(prm.numel())))
+    table = fake_visual(B, seed=1)       # one visual input per tweet
+    rows_of = lambda ids: {k: v[[int(i[1:]) for i in ids]] for k, v in table.items()}
+    seen, collated = [], []
 
     class Visual:
         def batch(self, ids):
             seen.append(list(ids))
-            return fake_visual(len(ids), seed=int(ids[0][1:]) + 1)
+            return rows_of(ids)
 
     def collate(exs):
         rows = [int(e["id"][1:]) for e in exs]
+        collated.append([e["id"] for e in exs])
         out = {k: (v[rows] if torch.is_tensor(v) else v) for k, v in batch.items() if k != "visual"}
-        out["visual"] = fake_visual(len(rows))
+        out["visual"] = rows_of([e["id"] for e in exs])
         return out
 
     text_calls = []
@@ -116,19 +122,23 @@ def test_branch_probe_shuffles_within_the_split_and_plots():
     res = branch_probe(model, examples, collate, Visual(), batch_size=B, seed=3)
     assert len(text_calls) == 1                     # T is computed once a batch and shared by the probes
     perm = derangement(B, seed=3)
+    assert len(seen) == 1 and dict(zip(collated[-1], seen[0])) == {f"t{i}": f"t{perm[i]}" for i in range(B)}
     # the same predictions as a whole forward pass per probe
     model.eval()
+    emissions = {}
     for p, override in (("learned", None), ("gate=1", 1.0), ("gate=0", 0.0), ("shuffled", None)):
         b = collate(examples)
         if p == "shuffled":
-            b["visual"] = fake_visual(B, seed=int(f"t{perm[0]}"[1:]) + 1)
+            b["visual"] = rows_of([f"t{perm[i]}" for i in range(B)])
         model.cff.gate_override = override
         with torch.no_grad():
             out = model.emissions(b)
         model.cff.gate_override = None
+        emissions[p] = out["emissions"]
         assert model.crf.decode(out["emissions"], mask=out["word_mask"]) == [
             [LABELS.index(t) for t in tags] for tags in res.pred[p]], p
-    assert seen == [[f"t{perm[i]}" for i in range(B)]]
+    # another tweet's visual input is another input here, so the check above can tell them apart
+    assert not torch.allclose(emissions["shuffled"], emissions["learned"])
     assert set(res.pred) == {"learned", "gate=1", "gate=0", "shuffled"}
     assert len(res.gate) == len(res.omega) == len(res.visual_attn) == B
     s = res.summary({"t0", "t1"})

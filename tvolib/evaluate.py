@@ -7,16 +7,15 @@ paper: ``PER LOC ORG MISC`` F1, then micro ``Pre. Rec. F1``.
 from __future__ import annotations
 
 import gzip
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 from seqeval.metrics import classification_report
 from seqeval.metrics.sequence_labeling import get_entities
 
-from .cache import atomic_write_json, atomic_write_text
+from .cache import atomic_write_text
 from .data import ENTITY_TYPES, LABELS, Tweet, entity_spans
 from .device import autocast, to_device
 
@@ -153,42 +152,76 @@ def read_predictions(path: str | Path) -> tuple[list[list[str]], list[list[str]]
 def predict_examples(model, examples: list[dict], collate, batch_size: int = 64, device="cpu",
                      precision: str = "fp32", labels=None) -> list[list[str]]:
     """Viterbi label strings for every example (one per word), in ``precision`` ("fp32" | "bf16")."""
-    return predict_visual_variants(model, examples, {"": collate}, batch_size, device, precision, labels)[""]
+    return predict_visual_variants(model, examples, {"": collate}, batch_size, device, precision, labels)[0][""]
 
 
-def predict_visual_variants(model, examples: list[dict], collates: dict, batch_size: int = 64, device="cpu",
-                            precision: str = "fp32", labels=None) -> dict[str, list[list[str]]]:
-    """``predict_examples`` once per collate of ``collates`` (name -> collate), for collates that differ
-    only in the visual input (e.g. the missing-inputs evaluation's ``no_visual``): T does not depend
-    on V, so the encoder runs once a batch and the visual branch once per collate. Batches are
-    those ``predict_examples`` makes, so each name's predictions are the same as its own pass."""
+@dataclass(frozen=True)
+class Variant:
+    """One way of running the visual branch over a batch's T: the batch's ``collate`` (its visual
+    input) and the gate of Eq. 5 (``None``: the learned one; 1.0: T alone; 0.0: C alone)."""
+    collate: Callable
+    gate: float | None = None
+
+
+def predict_visual_variants(model, examples: list[dict], variants: dict, batch_size: int = 64, device="cpu",
+                            precision: str = "fp32", labels=None, diagnose: str | None = None):
+    """``predict_examples`` once per variant of ``variants`` (name -> collate or ``Variant``), for
+    variants that differ only in the visual input or the gate (the missing-inputs evaluation's
+    ``no_visual``, the branch probe): T does not depend on V, so the encoder runs once a batch and
+    the visual branch once per variant. Batches are those ``predict_examples`` makes, so each name's
+    predictions are the same as its own pass.
+
+    Returns ``(predictions by name, diagnostics)``: for variant ``diagnose``, per example its gate
+    g (Eq. 4, mean over words), fusion weights ω (Eq. 3) and the share of its words' attention on V."""
     labels = LABELS if labels is None else labels
+    variants = {n: v if isinstance(v, Variant) else Variant(v) for n, v in variants.items()}
     model.eval()
     device = torch.device(device)
-    shared = len(collates) > 1
-    if shared and not hasattr(model, "text_features"):
-        raise ValueError("several visual inputs need a model with a visual branch (TVOMNER)")
+    shared = len(variants) > 1 or diagnose is not None or any(v.gate is not None for v in variants.values())
+    if shared and getattr(model, "cff", None) is None:
+        raise ValueError("visual variants and diagnostics need a model with a visual branch (TVOMNER)")
     # batches of similar length pad less; the predictions go back to the examples' order
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].get("input_ids") or examples[i].get("labels") or ()))
-    preds: dict[str, list] = {name: [None] * len(examples) for name in collates}
+    preds: dict[str, list] = {name: [None] * len(examples) for name in variants}
+    diag: list = [None] * len(examples) if diagnose is not None else []
+    diagnosed = variants[diagnose] if diagnose is not None else None
     with torch.no_grad():
         for i in range(0, len(order), batch_size):
             idx = order[i:i + batch_size]
             chunk = [examples[k] for k in idx]
-            text = None
-            for name, collate in collates.items():
-                batch = to_device(collate(chunk), device)
+            text, done = None, {}
+            for name, v in variants.items():
+                if v in done:                       # the same variant under another name
+                    for k in idx:
+                        preds[name][k] = preds[done[v]][k]
+                    continue
+                done[v] = name
+                batch = to_device(v.collate(chunk), device)
                 batch.pop("labels", None)
-                with autocast(device, precision):
-                    if not shared:
+                if not shared:
+                    with autocast(device, precision):
                         ids = model.decode(batch)
-                    else:
-                        text = model.text_features(batch) if text is None else text
-                        out = model.emissions(batch, text=text)
-                        ids = model.crf.decode(out["emissions"], mask=out["word_mask"])   # = TVOMNER.decode
+                else:
+                    model.cff.gate_override = v.gate
+                    try:
+                        with autocast(device, precision):
+                            text = model.text_features(batch) if text is None else text
+                            out = model.emissions(batch, text=text)
+                        ids = model.crf.decode(out["emissions"].float(), mask=out["word_mask"])   # = TVOMNER.decode
+                    finally:
+                        model.cff.gate_override = None
+                    if v == diagnosed:
+                        gate = out["gate"].float().view(len(chunk), -1).mean(-1).tolist()
+                        omega = out["fusion_weights"].float().tolist()
+                        attn = [None] * len(chunk)
+                        if out.get("visual_attn") is not None:      # (B, 1 + W): drop the t_cls query
+                            va, m = out["visual_attn"][:, 1:].float(), out["word_mask"]
+                            attn = ((va * m).sum(1) / m.sum(1).clamp(min=1)).tolist()
+                        for k, g, w, a in zip(idx, gate, omega, attn):
+                            diag[k] = {"gate": g, "omega": w, "visual_attn": a}
                 for k, seq in zip(idx, ids):
                     preds[name][k] = [labels[j] for j in seq]
-    return preds
+    return preds, diag
 
 
 def evaluate(model, examples: list[dict], collate, batch_size: int = 64, device="cpu",
@@ -201,47 +234,6 @@ def evaluate(model, examples: list[dict], collate, batch_size: int = 64, device=
 def score_examples(examples: list[dict], pred: Sequence[Sequence[str]]) -> Scores:
     """Span scores of predictions for labelled model examples (``labels``: label ids)."""
     return score([[LABELS[j] for j in e["labels"]] for e in examples], pred)
-
-
-class ScoringPasses:
-    """The outputs of the scoring passes of one ``checkpoint`` folder, each computed once.
-
-    Scoring a run after training is a dozen passes over test and valid (an hour with MPNet-base on
-    one CPU core); each pass's output is kept in ``<folder>/<name>.json`` with the identity of the
-    weights it came from, so a scoring that was interrupted resumes with the next pass and a pass of
-    other weights is never reused."""
-
-    def __init__(self, folder: Path, checkpoint: Path, best_epoch: int, best_valid_f1: float):
-        weights = (Path(checkpoint) / "model.safetensors").stat()
-        self.folder = Path(folder)
-        self.key = {"best_epoch": best_epoch, "best_valid_f1": best_valid_f1,
-                    "weights_bytes": weights.st_size, "weights_mtime_ns": weights.st_mtime_ns}
-
-    def _kept(self, name: str):
-        try:
-            record = json.loads((self.folder / f"{name}.json").read_text(encoding="utf-8"))
-            if record["checkpoint"] == self.key:
-                return True, record["output"]
-        except (OSError, ValueError, KeyError, TypeError):
-            pass   # not scored yet, or by other weights: compute it
-        return False, None
-
-    def _keep(self, name: str, output) -> None:
-        atomic_write_json(self.folder / f"{name}.json", {"checkpoint": self.key, "output": output}, indent=None)
-
-    def __call__(self, name: str, compute):
-        """The output of pass ``name``: kept, or ``compute()`` now and kept."""
-        return self.several((name,), lambda: {name: compute()})[name]
-
-    def several(self, names, compute) -> dict:
-        """The outputs of passes computed together (``compute()`` -> {name: output}), when any is not kept."""
-        kept = {n: self._kept(n) for n in names}
-        if all(ok for ok, _ in kept.values()):
-            return {n: out for n, (_, out) in kept.items()}
-        outputs = compute()
-        for n in names:
-            self._keep(n, outputs[n])
-        return {n: outputs[n] for n in names}
 
 
 def type_confusion(gold: list[list[str]], pred: list[list[str]]) -> tuple[list[str], list[list[int]]]:

@@ -17,17 +17,16 @@ subset of tweets (e.g. the visual-probe benchmark's ``ambiguous`` tweets).
 from __future__ import annotations
 
 import dataclasses
+import html
 import statistics
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+import matplotlib.pyplot as plt
 import torch
 
 from .data import LABELS
-from .device import autocast, to_device
-from .evaluate import score
-import matplotlib.pyplot as plt
-import html
+from .evaluate import Variant, predict_visual_variants, score
 from .viz import spans_html, thumb_html
 
 
@@ -85,54 +84,61 @@ class ProbeResult:
         return out
 
 
-@torch.no_grad()
+PROBES = ("learned", "gate=1", "gate=0", "shuffled")
+
+
+def probe_variants(collate: Callable, ids: list[str], visual=None, probes: tuple[str, ...] = PROBES,
+                   seed: int = 0) -> dict[str, Variant]:
+    """The probes as ``tvolib.evaluate.Variant``s of one T (``probe:<name>``), for
+    ``predict_visual_variants``; ``shuffled`` gives each tweet the visual input of ``derangement``'s
+    partner among ``ids``."""
+    if "shuffled" in probes and visual is None:
+        raise ValueError("the 'shuffled' probe needs the split's VisualFeatures (visual=...)")
+    other = dict(zip(ids, (ids[j] for j in derangement(len(ids), seed))))
+    gates = {"learned": None, "gate=1": 1.0, "gate=0": 0.0}
+    out = {f"probe:{p}": Variant(collate, gates[p]) for p in probes if p in gates}
+    if "shuffled" in probes:
+        out["probe:shuffled"] = Variant(
+            lambda chunk: dict(collate(chunk), visual=visual.batch([other[str(e["id"])] for e in chunk])))
+    return out
+
+
+def probe_result(examples: list[dict], preds: dict[str, list], diag: list[dict], seed: int = 0,
+                 labels=LABELS) -> ProbeResult:
+    """The ``ProbeResult`` of ``predict_visual_variants`` run with ``probe_variants`` (diagnosing
+    ``probe:learned``)."""
+    ids = [str(e["id"]) for e in examples]
+    probes = [n.removeprefix("probe:") for n in preds if n.startswith("probe:")]
+    res = ProbeResult(ids=ids, gold=[[labels[j] for j in e["labels"]] for e in examples],
+                      pred={p: preds[f"probe:{p}"] for p in probes})
+    if "shuffled" in probes:
+        perm = derangement(len(ids), seed)
+        res.other = [ids[perm[i]] for i in range(len(ids))]
+    if diag:
+        res.gate = [d["gate"] for d in diag]
+        res.omega = [d["omega"] for d in diag]
+        if all(d["visual_attn"] is not None for d in diag):
+            res.visual_attn = [d["visual_attn"] for d in diag]
+    return res
+
+
 def branch_probe(model, examples: list[dict], collate: Callable, visual=None, batch_size: int = 64,
-                 probes: tuple[str, ...] = ("learned", "gate=1", "gate=0", "shuffled"), seed: int = 0,
+                 probes: tuple[str, ...] = PROBES, seed: int = 0,
                  labels=LABELS, device="cpu", precision: str = "fp32") -> ProbeResult:
-    """Run the probes (module docstring) on ``examples`` (each with ``id`` and ``labels``).
+    """Run the probes (module docstring) on ``examples`` (each with ``id`` and ``labels``), the
+    encoder once a batch (``tvolib.evaluate.predict_visual_variants``).
 
     ``collate`` is the one the model was trained with; ``visual`` (``VisualFeatures``) is needed for
     ``shuffled``. A model without a visual branch gets only ``learned``. ``precision`` ("fp32" |
     "bf16"): the one the model was evaluated in, so that ``learned`` is the reported test F1."""
-    model.eval()
+    if getattr(model, "cff", None) is None:
+        preds, _ = predict_visual_variants(model, examples, {"probe:learned": collate}, batch_size, device,
+                                           precision, labels)
+        return probe_result(examples, preds, [], seed, labels)
     ids = [str(e["id"]) for e in examples]
-    gold = [[labels[j] for j in e["labels"]] for e in examples]
-    has_visual = getattr(model, "cff", None) is not None
-    if not has_visual:
-        probes = ("learned",)
-    if "shuffled" in probes and visual is None:
-        raise ValueError("the 'shuffled' probe needs the split's VisualFeatures (visual=...)")
-    perm = derangement(len(ids), seed)
-    res = ProbeResult(ids=ids, gold=gold, pred={p: [] for p in probes},
-                      other=[ids[perm[i]] for i in range(len(ids))] if "shuffled" in probes else [])
-    for i in range(0, len(examples), batch_size):
-        chunk = examples[i:i + batch_size]
-        batch = to_device(collate(chunk), device)
-        batch.pop("labels", None)
-        with autocast(torch.device(device), precision):
-            text = model.text_features(batch) if has_visual else None   # T does not depend on V: once a batch
-        for p in probes:
-            b = batch
-            if p == "shuffled":
-                b = dict(batch, visual=to_device(visual.batch([ids[perm[j]] for j in range(i, i + len(chunk))]),
-                                                 device))
-            if has_visual:
-                model.cff.gate_override = {"gate=1": 1.0, "gate=0": 0.0}.get(p)
-            try:
-                with autocast(torch.device(device), precision):
-                    out = model.emissions(b) if text is None else model.emissions(b, text=text)
-                seqs = model.crf.decode(out["emissions"].float(), mask=out["word_mask"])
-            finally:
-                if has_visual:
-                    model.cff.gate_override = None
-            res.pred[p] += [[labels[j] for j in s] for s in seqs]
-            if p == "learned" and has_visual:
-                res.gate += out["gate"].float().view(len(chunk), -1).mean(-1).tolist()
-                res.omega += out["fusion_weights"].float().tolist()
-                if out.get("visual_attn") is not None:      # (B, 1 + W): drop the t_cls query
-                    va, m = out["visual_attn"][:, 1:].float(), out["word_mask"]
-                    res.visual_attn += ((va * m).sum(1) / m.sum(1).clamp(min=1)).tolist()
-    return res
+    preds, diag = predict_visual_variants(model, examples, probe_variants(collate, ids, visual, probes, seed),
+                                          batch_size, device, precision, labels, diagnose="probe:learned")
+    return probe_result(examples, preds, diag, seed, labels)
 
 
 def plot_probe(res: ProbeResult, groups: dict[str, Iterable[str]] | None = None, title: str = ""):

@@ -20,7 +20,7 @@
   tagger that made the candidates; ``tvolib.checkpoint``). A killed run started
   again with the same command resumes after its last finished epoch and ends with the same weights
   as an uninterrupted run (CPU); one killed while scoring the selected checkpoint resumes with the
-  next scoring pass (``tvolib.evaluate.ScoringPasses``).
+  next scoring pass (``tvolib.scoring``).
 * Deterministic on CPU: seeded, the epoch order comes from ``seed + epoch``.
 * Logs go to stderr (one line per epoch; a tqdm bar where interactive, per-step lines in plain log
   files, none in notebooks), results to ``results.json``. A valid F1 of 0 after an epoch is warned
@@ -58,11 +58,11 @@ from .checkpoint import (check_resumable, load_checkpoint, load_training_state, 
 from .config import DataConfig, ModelConfig, TrainConfig, to_dict
 from .data import Dataset
 from .device import autocast, resolve_device, resolve_precision, slow_bf16, to_device
-from .evaluate import ScoringPasses, evaluate, predict_visual_variants, score_examples, write_predictions
-from .inputs import LEFT_OUT, Prepared, dataset_from_config, prepare_data, with_dropout, withheld
+from .evaluate import evaluate, score_examples, write_predictions
+from .inputs import Prepared, dataset_from_config, prepare_data, with_dropout
 from .model import encoder_parameter_names
-from .probing import ProbeResult, branch_probe
 from .resources import Resources, resolve
+from .scoring import ScoringPasses, score_checkpoint
 from .tfo.pipeline import ensure_kb
 from .tracking import ARTIFACTS, Tracker, data_checksums
 from .viz import plot_history
@@ -342,30 +342,13 @@ def _train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig,
     result: dict = {"output_dir": str(out_dir)}
     if is_main:
         best_model, _, _ = load_checkpoint(out_dir / "best", device=str(device))
-        kept = ScoringPasses(out_dir / "scoring", out_dir / "best", state["best_epoch"], state["best_f1"])
-        # test, and test and valid with side inputs left out of every tweet (``missing_inputs``): what new
-        # tweets without them get; valid so that a side-input dropout probability is chosen without test
-        left_out = {name: lost for name, lost in LEFT_OUT.items() if train_cfg.missing_inputs
-                    and not ((lost[0] and not model_cfg.reads_knowledge) or (lost[1] and prepared.visual is None))}
-        preds: dict[str, list] = {}
-        examples_of: dict[str, list] = {}
-        for split in ("test", "valid"):
-            for knowledge in (False, True):
-                # passes that differ only in the visual input share one encoder pass (T does not depend on V)
-                names = {f"{split}.{n}": lost[1] for n, lost in left_out.items() if lost[0] == knowledge}
-                if split == "test" and not knowledge:
-                    names = {"test": False, **names}
-                if not names:
-                    continue
-                ex_coll = {n: withheld(prepared, split, knowledge=knowledge, visual=vis,
-                                       examples=valid_ex if split == "valid" else None) for n, vis in names.items()}
-                ex = next(iter(ex_coll.values()))[0]
-                preds.update(kept.several(tuple(names), lambda: predict_visual_variants(
-                    best_model, ex, {n: coll for n, (_, coll) in ex_coll.items()}, train_cfg.eval_batch_size,
-                    device, precision)))
-                examples_of.update(dict.fromkeys(names, ex))
+        scored = score_checkpoint(best_model, prepared, ScoringPasses(out_dir / "scoring", out_dir / "best",
+                                                                      state["best_epoch"], state["best_f1"]),
+                                  missing_inputs=train_cfg.missing_inputs, reads_knowledge=model_cfg.reads_knowledge,
+                                  valid_examples=valid_ex, batch_size=train_cfg.eval_batch_size, device=device,
+                                  precision=precision)
         test_ex = prepared.examples["test"]
-        pred = preds["test"]
+        pred = scored.test
         test_scores = score_examples(test_ex, pred)
         # the selected epoch's valid scores were computed when it was selected
         valid_row = next((h["valid"] for h in state["history"] if h["epoch"] == state["best_epoch"]), None)
@@ -378,25 +361,19 @@ def _train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig,
                        "epochs_run": state["epoch"], "early_stopped": bool(state.get("stopped")),
                        "history": state["history"], "checkpoint": str(out_dir / "best"),
                        "model": to_dict(model_cfg), "train": to_dict(train_cfg), **run_info})
-        if getattr(best_model, "cff", None) is not None and prepared.visual is not None:
-            # does the model use the image? (test split)
-            probe = ProbeResult.from_dict(kept("probe_test", lambda: branch_probe(
-                best_model, test_ex, prepared.collate, prepared.visual, batch_size=train_cfg.eval_batch_size,
-                device=device, precision=precision).to_dict()))
-            result["probe"] = probe.summary()
-            atomic_write_json(out_dir / "probe_test.json", probe.to_dict())   # per tweet: g, ω, predictions
+        if scored.probe is not None:     # does the model use the image? (test)
+            result["probe"] = scored.probe.summary()
+            atomic_write_json(out_dir / "probe_test.json", scored.probe.to_dict())   # per tweet: g, ω, predictions
         if state["best_f1"] <= 0.0 and warnings_seen:
             result["warnings"] = warnings_seen
         if ds is not None:
             write_predictions(out_dir / "test_predictions.txt", ds.splits["test"], pred)
         if train_cfg.missing_inputs:
-            result["missing_inputs"] = {n: score_examples(examples_of[f"test.{n}"], preds[f"test.{n}"]).row()
-                                        for n in left_out}
-            result["missing_inputs_valid"] = {n: score_examples(examples_of[f"valid.{n}"], preds[f"valid.{n}"]).row()
-                                              for n in left_out}
+            for split, into in (("test", "missing_inputs"), ("valid", "missing_inputs_valid")):
+                result[into] = {n: score_examples(ex, pr).row() for n, (ex, pr) in scored.left_out[split].items()}
             if ds is not None:
-                for n in left_out:
-                    write_predictions(out_dir / f"test_predictions.{n}.txt", ds.splits["test"], preds[f"test.{n}"])
+                for n, (_, pr) in scored.left_out["test"].items():
+                    write_predictions(out_dir / f"test_predictions.{n}.txt", ds.splits["test"], pr)
         atomic_write_json(out_dir / "results.json", result)
         try:
             plot_history(state["history"], out_dir / "curves.png")
