@@ -45,12 +45,12 @@ from .data import Dataset, Tweet, entity_spans, find_image
 from .device import autocast, resolve_precision, slow_bf16, to_device
 from .inputs import LEFT_OUT, prepare_data, withheld
 from .io import as_tweets, load_captions, read_jsonl
-from .resources import for_checkpoint, user_home
+from .resources import for_checkpoint
 from .tfo.encoder import load_tokenizer
 from .tfo.knowledge import LLMKnowledgeSource, TweetFileSource, knowledge_client
 from .tfo.tagger import load_tagger
 from .vfo.pipeline import SideInputs
-from .weights import ResourceMissing
+from .weights import ResourceMissing, user_home
 
 log = logging.getLogger(__name__)
 
@@ -345,7 +345,7 @@ class Predictor:
 
     def run(self, examples: list[dict], collate, batch_size: int, diagnostics: bool):
         """Viterbi labels and, for a multimodal model, the gate and ω of every example, from one
-        forward pass per batch (batches in input order, as in evaluation)."""
+        forward pass per batch (batches in input order)."""
         labels: list[list[str]] = []
         diag: list[dict] = []
         self.model.eval()

@@ -42,7 +42,7 @@ from .tfo.tagger import TaggerConfig
 from .tracking import TrackingConfig, tracking_config
 from .vfo.grounding import GroundingConfig
 from .vfo.llm import LLMConfig
-from .weights import ResourceMissing, user_home
+from .weights import ResourceMissing
 
 REPO = Path(__file__).resolve().parent.parent
 KB_EXTENSIONS = (".json", ".jsonl", ".tsv", ".xml", ".xml.gz", ".xml.bz2")

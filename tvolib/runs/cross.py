@@ -141,8 +141,8 @@ def cross_markdown(t: dict) -> str:
     body = missing_inputs_markdown(t).split("\n")
     body[0] = f"## Trained on {t['dataset']}, tested on {t['target']}: with and without side inputs"
     body[2] += (f" Side inputs of the {t['target']} tweets (knowledge source of the settings that read "
-                f"per-tweet texts, captions): " + ("; ".join(f"`{x}`" for x in t["target_inputs"]) or "none") + ".")
-    core = ["", f"F1 over PER, LOC and ORG only (MISC left out of gold and predictions: the two benchmarks "
+                "per-tweet texts, captions): " + ("; ".join(f"`{x}`" for x in t["target_inputs"]) or "none") + ".")
+    core = ["", "F1 over PER, LOC and ORG only (MISC left out of gold and predictions: the two benchmarks "
             "define it differently), mean over seeds:", "",
             "| setting | " + " | ".join(what for _, _, what in CONDITIONS) + " |",
             "|---|" + "---:|" * len(CONDITIONS)]
