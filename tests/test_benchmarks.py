@@ -142,3 +142,23 @@ def test_bf16_units_measures_both_precisions_and_names_the_cpu_flags(capsys, mon
     out = capsys.readouterr().out
     assert "bf16 flags: avx512_bf16" in out
     assert f"| matmul 1024 x 1024 | {g['fp32']['matmul']:.2f} | {g['bf16']['matmul']:.2f} |" in out
+
+
+def test_scoring_benchmark_groups_the_passes_without_changing_a_prediction(tmp_path, monkeypatch):
+    """``benchmarks/scoring.py``: every scoring pass of a trained full model on its own and grouped
+    as ``tvolib.scoring`` groups them; the predictions must agree pass by pass."""
+    import torch
+    import tvolib.inputs
+    from test_model import tiny_encoder_config
+    from test_train import cfgs, fake_augmentations, fake_visual_features
+    from tvolib.train import train
+    monkeypatch.setattr(tvolib.inputs, "visual_features", fake_visual_features)
+    monkeypatch.setattr(tvolib.inputs, "augmentations", fake_augmentations)
+    monkeypatch.setattr(tvolib.inputs, "candidate_tagger", lambda *a, **k: None)
+    torch.set_num_threads(1)
+    data, model, tr = cfgs(tmp_path, "run", epochs=1)
+    train(data, model, tr, encoder_config=tiny_encoder_config())
+    r = _load("scoring").scoring_cost(tmp_path / "run", max_samples=8)
+    assert r["identical"] and r["different"] == []
+    # test, no_visual, the four probes; no_knowledge, neither: two encoder passes instead of eight
+    assert (r["passes"], r["encoder_passes_alone"], r["encoder_passes_grouped"]) == (8, 8, 2)
