@@ -17,14 +17,15 @@ import time
 from pathlib import Path
 
 
-def scoring_cost(run: str | Path, max_samples: int | None = None, batch_size: int = 64) -> dict:
+def scoring_cost(run: str | Path, max_samples: int | None = None, batch_size: int = 64,
+                 valid: bool = False) -> dict:
     from tvolib.checkpoint import load_checkpoint
     from tvolib.config import DataConfig, ModelConfig, from_dict
     from tvolib.data import Dataset
     from tvolib.evaluate import predict_visual_variants
-    from tvolib.inputs import LEFT_OUT, dataset_from_config, prepare_data, withheld
-    from tvolib.probing import probe_variants
+    from tvolib.inputs import dataset_from_config, prepare_data
     from tvolib.resources import resolve
+    from tvolib.scoring import pass_groups
 
     run = Path(run)
     ckpt = run / "best" if (run / "best").exists() else run
@@ -32,20 +33,12 @@ def scoring_cost(run: str | Path, max_samples: int | None = None, batch_size: in
     model_cfg, data_cfg = from_dict(ModelConfig, info["model"]), from_dict(DataConfig, info["data"])
     full = dataset_from_config(data_cfg)
     ds = Dataset(name=full.name, data_dir=full.data_dir, image_dir=full.image_dir,
-                 splits={"train": full.splits["train"], "valid": [], "test": full.splits["test"][:max_samples]})
+                 splits={"train": full.splits["train"], "test": full.splits["test"][:max_samples],
+                         "valid": full.splits["valid"][:max_samples] if valid else []})
     prepared = prepare_data(ds, data_cfg, model_cfg, resolve(data_cfg, model_cfg), meta=meta)
-    visual = model.cff is not None and prepared.visual is not None
-    groups = []      # (examples, {name: variant}) per encoder pass of the grouped scoring
-    for knowledge in (False, True):
-        if knowledge and not model_cfg.reads_knowledge:
-            continue
-        ex, coll = withheld(prepared, "test", knowledge=knowledge)
-        names = {n: vis for n, (kn, vis) in LEFT_OUT.items() if kn == knowledge and (visual or not vis)}
-        variants = {} if knowledge else {"test": coll}
-        variants |= {n: withheld(prepared, "test", visual=vis, examples=ex)[1] for n, vis in names.items()}
-        if visual and not knowledge:
-            variants |= probe_variants(prepared.collate, [str(e["id"]) for e in ex], prepared.visual)
-        groups.append((ex, variants))
+    # one group per encoder pass, exactly as tvolib.scoring.score_checkpoint scores a run
+    groups = [(g.examples, g.variants) for g in pass_groups(model, prepared, reads_knowledge=model_cfg.reads_knowledge,
+                                                            splits=("test", "valid") if valid else ("test",))]
 
     t0 = time.perf_counter()
     alone = {}
@@ -58,7 +51,8 @@ def scoring_cost(run: str | Path, max_samples: int | None = None, batch_size: in
     for ex, variants in groups:
         grouped |= predict_visual_variants(model, ex, variants, batch_size)[0]
     t_grouped = time.perf_counter() - t0
-    return {"checkpoint": str(ckpt), "tweets": len(groups[0][0]), "passes": len(alone),
+    return {"checkpoint": str(ckpt), "tweets": len(ds.splits["test"]), "valid_tweets": len(ds.splits["valid"]),
+            "passes": len(alone),
             "encoder_passes_alone": len(alone), "encoder_passes_grouped": len(groups),
             "seconds_alone": round(t_alone, 1), "seconds_grouped": round(t_grouped, 1),
             "identical": all(alone[n] == grouped[n] for n in alone),
@@ -68,16 +62,18 @@ def scoring_cost(run: str | Path, max_samples: int | None = None, batch_size: in
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", help="a run folder (its best/ checkpoint is used) or a checkpoint folder")
-    ap.add_argument("--max_samples", type=int, default=None, help="the first N test tweets")
+    ap.add_argument("--max_samples", type=int, default=None, help="the first N test (and valid) tweets")
+    ap.add_argument("--valid", action="store_true", help="also the valid passes (missing inputs)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch_size", type=int, default=64)
     ap.add_argument("--out", help="also write the table to this Markdown file, with the command and the commit")
     args = ap.parse_args(argv)
     import torch
     torch.set_num_threads(args.threads)
-    r = scoring_cost(args.run, args.max_samples, args.batch_size)
+    r = scoring_cost(args.run, args.max_samples, args.batch_size, args.valid)
     text = "\n".join([
-        f"{r['checkpoint']}: {r['passes']} test passes over {r['tweets']} tweets, {args.threads} thread(s)", "",
+        f"{r['checkpoint']}: {r['passes']} passes over {r['tweets']} test"
+        + (f" and {r['valid_tweets']} valid" if args.valid else "") + f" tweets, {args.threads} thread(s)", "",
         "| scoring | encoder passes | seconds |", "|---|---:|---:|",
         f"| each pass on its own | {r['encoder_passes_alone']} | {r['seconds_alone']} |",
         f"| grouped (tvolib.scoring) | {r['encoder_passes_grouped']} | {r['seconds_grouped']} |", "",

@@ -162,3 +162,7 @@ def test_scoring_benchmark_groups_the_passes_without_changing_a_prediction(tmp_p
     assert r["identical"] and r["different"] == []
     # test, no_visual, the four probes; no_knowledge, neither: two encoder passes instead of eight
     assert (r["passes"], r["encoder_passes_alone"], r["encoder_passes_grouped"]) == (8, 8, 2)
+    # with valid: no_visual; no_knowledge, neither (no test pass, no probe there): two more encoder passes
+    r = _load("scoring").scoring_cost(tmp_path / "run", max_samples=8, valid=True)
+    assert r["identical"] and r["valid_tweets"] > 0
+    assert (r["passes"], r["encoder_passes_alone"], r["encoder_passes_grouped"]) == (11, 11, 4)

@@ -3,9 +3,9 @@ left out of every tweet (the missing-inputs evaluation: what new tweets without 
 that a side-input dropout probability is chosen without test).
 
 Passes that differ only in the visual input or the gate of Eq. 5 share one encoder pass
-(``tvolib.evaluate.predict_visual_variants``): test with ``no_visual`` and the probes, ``no_knowledge``
-with ``neither``. Each pass's output is kept in ``<run>/scoring/`` (``ScoringPasses``), so a run killed
-while scoring resumes with the next pass.
+(``tvolib.evaluate.predict_visual_variants``; ``pass_groups`` forms the groups): test with
+``no_visual`` and the probes, ``no_knowledge`` with ``neither``. Each pass's output is kept in
+``<run>/scoring/`` (``ScoringPasses``), so a run killed while scoring resumes with the next pass.
 """
 from __future__ import annotations
 
@@ -70,44 +70,74 @@ class Scored:
     probe: ProbeResult | None = None
 
 
-def score_checkpoint(model, prepared: Prepared, passes: ScoringPasses, *, missing_inputs: bool = True,
-                     reads_knowledge=None, valid_examples: list[dict] | None = None, batch_size: int = 64,
-                     device="cpu", precision: str = "fp32") -> Scored:
-    """Predict test (and, with ``missing_inputs``, test and valid with each side input the model reads
-    left out) with ``model``, the selected checkpoint, and run the branch probe on test."""
+@dataclass
+class PassGroup:
+    """Scoring passes over one split that share an encoder pass: the same examples with the same
+    knowledge input, ``variants`` (pass name -> collate or ``Variant``) differing only in the visual
+    input or the gate of Eq. 5."""
+    split: str
+    examples: list[dict]
+    variants: dict
+    conditions: dict[str, str] = field(default_factory=dict)   # LEFT_OUT condition -> its pass name
+    test: bool = False      # holds the test pass itself
+    probe: bool = False     # holds the branch probe's variants (``probe:*``)
+
+    @property
+    def outputs(self) -> list[str]:
+        """The names this group's outputs are kept under: its passes, the probe as one summary."""
+        return [n for n in self.variants if not n.startswith("probe:")] + (["probe_test"] if self.probe else [])
+
+
+def pass_groups(model, prepared: Prepared, *, missing_inputs: bool = True, reads_knowledge=None,
+                valid_examples: list[dict] | None = None, splits=("test", "valid")) -> list[PassGroup]:
+    """The passes that score ``model`` on ``prepared``, one group per encoder pass: test with
+    ``no_visual`` and the branch probe (when the model has a visual branch and there is a visual
+    input); ``no_knowledge`` with ``neither`` (when it reads knowledge); valid alike, without the test
+    pass and the probe. Without ``missing_inputs``, test alone."""
     probing = getattr(model, "cff", None) is not None and prepared.visual is not None
     left_out = {name: lost for name, lost in LEFT_OUT.items() if missing_inputs
                 and not ((lost[0] and not reads_knowledge) or (lost[1] and prepared.visual is None))}
-    scored = Scored(test=[], left_out={"test": {}, "valid": {}} if missing_inputs else {})
-    for split in ("test", "valid"):
+    groups = []
+    for split in splits:
         for knowledge in (False, True):
             conditions = {n: lost[1] for n, lost in left_out.items() if lost[0] == knowledge}
-            full = split == "test" and not knowledge           # the test pass itself
+            full = split == "test" and not knowledge
             if not conditions and not full:
                 continue
-            ex, collate = withheld(prepared, split, knowledge=knowledge, examples=valid_examples if split == "valid" else None)
+            ex, collate = withheld(prepared, split, knowledge=knowledge,
+                                   examples=valid_examples if split == "valid" else None)
             variants = {"test": collate} if full else {}
             variants |= {f"{split}.{n}": withheld(prepared, split, visual=vis, examples=ex)[1]
                          for n, vis in conditions.items()}
             probe = probing and full
             if probe:
                 variants |= probe_variants(prepared.collate, [str(e["id"]) for e in ex], prepared.visual)
-            names = [n for n in variants if not n.startswith("probe:")] + (["probe_test"] if probe else [])
+            groups.append(PassGroup(split, ex, variants, {n: f"{split}.{n}" for n in conditions}, full, probe))
+    return groups
 
-            def compute(ex=ex, variants=variants, probe=probe):
-                out, diag = predict_visual_variants(model, ex, variants, batch_size, device, precision,
-                                                    diagnose="probe:learned" if probe else None)
-                if probe:
-                    out["probe_test"] = probe_result(ex, out, diag).to_dict()
-                return out
 
-            out = passes.several(names, compute)
-            if full:
-                scored.test = out["test"]
-            if probe:
-                scored.probe = ProbeResult.from_dict(out["probe_test"])
-            for n in conditions:
-                scored.left_out[split][n] = (ex, out[f"{split}.{n}"])
+def score_checkpoint(model, prepared: Prepared, passes: ScoringPasses, *, missing_inputs: bool = True,
+                     reads_knowledge=None, valid_examples: list[dict] | None = None, batch_size: int = 64,
+                     device="cpu", precision: str = "fp32") -> Scored:
+    """Predict test (and, with ``missing_inputs``, test and valid with each side input the model reads
+    left out) with ``model``, the selected checkpoint, and run the branch probe on test."""
+    scored = Scored(test=[], left_out={"test": {}, "valid": {}} if missing_inputs else {})
+    for group in pass_groups(model, prepared, missing_inputs=missing_inputs, reads_knowledge=reads_knowledge,
+                             valid_examples=valid_examples):
+        def compute(g=group):
+            out, diag = predict_visual_variants(model, g.examples, g.variants, batch_size, device, precision,
+                                                diagnose="probe:learned" if g.probe else None)
+            if g.probe:
+                out["probe_test"] = probe_result(g.examples, out, diag).to_dict()
+            return out
+
+        out = passes.several(group.outputs, compute)
+        if group.test:
+            scored.test = out["test"]
+        if group.probe:
+            scored.probe = ProbeResult.from_dict(out["probe_test"])
+        for condition, name in group.conditions.items():
+            scored.left_out[group.split][condition] = (group.examples, out[name])
     # in LEFT_OUT's order, whatever order the passes ran in
     scored.left_out = {s: {n: c[n] for n in LEFT_OUT if n in c} for s, c in scored.left_out.items()}
     return scored
