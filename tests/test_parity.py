@@ -5,10 +5,12 @@ conditions), and its checkpoint folder tags the test tweets exactly as before
 (``tests/data/parity_sample.json``, written by ``benchmarks/parity.py`` on the code before the change).
 
 Exact figures hold for one set of CPU kernels: torch sums in another order with AVX2 than with
-AVX512, and the sample's losses part after the first epoch. The reference is chosen by
-``torch.backends.cpu.get_cpu_capability()``: ``parity_sample.json`` was recorded on an AVX512 machine,
-``parity_sample.AVX2.json`` on an AVX2 one; on each, the code before the redesign (def562d) and after
-it give the same ``tvomner+pgim`` figures (``reports/parity/``)."""
+AVX512, and even two AVX512 processors can differ (the sample's losses part after the first epoch).
+The references are chosen by ``torch.backends.cpu.get_cpu_capability()``, each recorded on a machine
+where the code before the redesign (def562d) and after it give the same ``tvomner+pgim`` figures
+(``reports/parity/``): ``parity_sample.json`` and ``parity_sample.AVX512.2.json`` on two AVX512
+machines, ``parity_sample.AVX2.json`` on an AVX2 one. The run must equal one of its capability's
+references in every figure."""
 from __future__ import annotations
 
 import importlib.util
@@ -43,16 +45,21 @@ def prebuild_side_inputs_elsewhere(cache: Path) -> None:
     assert (cache / "sample" / "candidates.jsonl").exists() and (cache / "sample" / "knowledge.jsonl").exists()
 
 
-REFERENCES = {"AVX512": "parity_sample.json", "AVX2": "parity_sample.AVX2.json"}
+REFERENCES = {"AVX512": ("parity_sample.json", "parity_sample.AVX512.2.json"), "AVX2": ("parity_sample.AVX2.json",)}
+FIGURES = ("train_loss", "valid_f1", "test_f1", "test_predictions_sha256", "predictor_labels", "predictor_conll_sha256")
 
 
-def reference_for_this_cpu() -> Path:
+def references_for_this_cpu() -> list[Path]:
     import torch
     cap = torch.backends.cpu.get_cpu_capability()
     if cap not in REFERENCES:
         pytest.skip(f"no parity reference for {cap} kernels: record one with "
                     f"`python benchmarks/parity.py --out tests/data/parity_sample.{cap}.json`")
-    return REPO / "tests" / "data" / REFERENCES[cap]
+    return [REPO / "tests" / "data" / name for name in REFERENCES[cap]]
+
+
+def differences(got: dict, want: dict) -> list[str]:
+    return [k for k in FIGURES if got[k] != want[k]]
 
 
 @pytest.mark.slow
@@ -60,10 +67,11 @@ def test_the_sample_full_model_reproduces_the_recorded_figures_and_predictions(t
     spec = importlib.util.spec_from_file_location("parity", REPO / "benchmarks" / "parity.py")
     parity = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(parity)
-    want = json.loads(reference_for_this_cpu().read_text())["tvomner+pgim"]
+    wants = {p.name: json.loads(p.read_text())["tvomner+pgim"] for p in references_for_this_cpu()}
     prebuild_side_inputs_elsewhere(tmp_path / "cache")
     got = parity.snapshot(tmp_path, ("tvomner+pgim",))["tvomner+pgim"]
-    assert got["train_loss"] == want["train_loss"] and got["valid_f1"] == want["valid_f1"]
-    assert got["test_f1"] == want["test_f1"] and got["test_predictions_sha256"] == want["test_predictions_sha256"]
-    assert got["predictor_labels"] == want["predictor_labels"]
-    assert got["predictor_conll_sha256"] == want["predictor_conll_sha256"]
+    apart = {name: differences(got, want) for name, want in wants.items()}
+    assert any(not d for d in apart.values()), (
+        f"the sample's figures match no reference recorded for these CPU kernels (differing: {apart}); "
+        f"loss per epoch {got['train_loss']}, valid F1 {got['valid_f1']}, test F1 {got['test_f1']}. If the code "
+        f"is unchanged and this machine's kernels are new, record them as reports/parity/README.md says")
