@@ -211,3 +211,31 @@ def test_two_experiments_are_compared_under_each_missing_inputs_condition(tmp_pa
     assert rows["knowledge"]["per_seed"] == pytest.approx(want) and rows["knowledge"]["tweet_ci95"][0] > 0
     md = compare_markdown(c)
     assert "| toy | tvomner+pgim | knowledge | 1,2 |" in md and '"left out"' in md
+
+
+def test_a_comparison_of_two_recipes_shows_the_valid_f1_a_choice_reads(tmp_path):
+    """The valid F1 of the selected epochs stands beside test, per condition where the runs were scored
+    on valid with it; a condition not scored on valid reads "—", never a test figure."""
+    from tvolib.runs.tables import compare_experiments, compare_markdown
+    gold = [["B-PER", "O", "B-LOC"]] * 30
+    miss = lambda n: [["B-PER", "O", "O"] if i < n else ["B-PER", "O", "B-LOC"] for i in range(30)]  # noqa: E731
+    valid = {"a": {1: 71.25, 2: 72.75}, "b": {1: 74.5, 2: 73.5}}
+    for name, epochs in (("a", 4), ("b", 12)):
+        folder = tmp_path / name / "toy"
+        folder.mkdir(parents=True)
+        man = {"dataset": "toy", "settings": ["tvomner+pgim"], "reference": "tvomner+pgim",
+               "recipe": {"epochs": epochs}, "model": {}, "data": {}, "identical": {}, "summaries": {}}
+        (folder / "manifest.json").write_text(json.dumps(man))
+        for seed in (1, 2):
+            _run(folder, "tvomner+pgim", seed, gold, {"all": miss(seed), "no_knowledge": miss(5)}, man)
+            m = folder / f"tvomner+pgim-s{seed}" / "metrics.json"
+            m.write_text(json.dumps({**json.loads(m.read_text()), "valid": {"F1": valid[name][seed]}}))
+    c = compare_experiments(tmp_path / "a", tmp_path / "b")
+    rows = {r["left_out"]: r for r in c["rows"]}
+    assert rows["nothing"]["valid_a"] == [71.25, 72.75] and rows["nothing"]["valid_b"] == [74.5, 73.5]
+    assert rows["knowledge"]["valid_a"] == [None, None]
+    md = compare_markdown(c).splitlines()
+    assert "| valid F1 `a` | valid F1 `b` | F1 `a` | F1 `b` |" in md[4]
+    assert md[6].startswith("| toy | tvomner+pgim | nothing | 1,2 | 72.00 ± 1.06 | 74.00 ± 0.71 | ")
+    assert md[7].startswith("| toy | tvomner+pgim | knowledge | 1,2 | — | — | ")
+    assert all(line.count("|") == md[4].count("|") for line in md[4:])

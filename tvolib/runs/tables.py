@@ -101,7 +101,8 @@ def compare_experiments(a: Path, b: Path) -> dict:
     """Each (dataset, setting) finished in both experiments ``a`` and ``b`` (folders under
     ``reports/experiments``), paired by seed: ΔF1 = b − a per seed, the t-interval over seeds and the
     paired tweet bootstrap, and what differs between the two recipes (e.g. the precision). A setting
-    whose runs of both were also scored with side inputs left out gets a row per condition."""
+    whose runs of both were also scored with side inputs left out gets a row per condition. Each row
+    carries the valid F1 of the selected epochs too: a choice between the recipes reads those."""
     rows = []
     diff = {}
     for fa in sorted(p for p in a.glob("*") if (p / "manifest.json").exists()):
@@ -130,8 +131,9 @@ def compare_experiments(a: Path, b: Path) -> dict:
                          for sd, f in zip(seeds, fs)} for runs, fs in ((runs_a, fa_), (runs_b, fb_))]
                 boot, over = paired_delta(*pair, seeds, f"{fa.name} {setting} ({what} left out)",
                                           read_predictions, file_b=fname, file_a=fname)
-                rows.append({"dataset": fa.name, "setting": setting, "left_out": what, "seeds": seeds,
-                             "f1_a": fa_, "f1_b": fb_, **delta_record(boot, over)})
+                va, vb = ([_valid_f1(r[setting][sd]["metrics"], cond, False) for sd in seeds] for r in (runs_a, runs_b))
+                rows.append({"dataset": fa.name, "setting": setting, "left_out": what, "seeds": seeds, "f1_a": fa_,
+                             "f1_b": fb_, "valid_a": va, "valid_b": vb, **delta_record(boot, over)})
     return {"a": a.name, "b": b.name, "differs": diff, "rows": rows}
 
 
@@ -139,22 +141,26 @@ def compare_markdown(c: dict) -> str:
     """The comparison of :func:`compare_experiments` as markdown."""
     what = "; ".join(f"`{k}`: {va!r} in `{c['a']}`, {vb!r} in `{c['b']}`" for k, (va, vb) in c["differs"].items())
     lines = [f"# `{c['b']}` against `{c['a']}`", "",
-             f"Recipes differ in: {what or 'nothing'}. ΔF1 = `{c['b']}` − `{c['a']}` on test, paired by "
-             "seed; 95 % intervals over seeds (t) and over test tweets (paired bootstrap).", "",
-             f"| dataset | setting | left out | seeds | F1 `{c['a']}` | F1 `{c['b']}` | ΔF1 per seed | mean ΔF1 "
-             "| over seeds | over tweets | differ? |", "|---|---|---|---|---|---|---|---:|---|---|---|"]
+             f"Recipes differ in: {what or 'nothing'}. Valid F1: the selected epoch's, on the valid split; a "
+             "choice between the two recipes reads these columns, never test. ΔF1 = "
+             f"`{c['b']}` − `{c['a']}` on test, paired by seed; 95 % intervals over seeds (t) and over test "
+             "tweets (paired bootstrap).", "",
+             f"| dataset | setting | left out | seeds | valid F1 `{c['a']}` | valid F1 `{c['b']}` | F1 `{c['a']}` "
+             f"| F1 `{c['b']}` | ΔF1 per seed | mean ΔF1 | over seeds | over tweets | differ? |",
+             "|---|---|---|---|---:|---:|---:|---:|---|---:|---|---|---|"]
     if any(r.get("left_out", "nothing") != "nothing" for r in c["rows"]):
         lines[2] += (" \"left out\": the same runs scored with that side input left out of every test tweet "
                      "(as a new tweet without it gets).")
     for r in c["rows"]:
         verdict = _verdict(r, c["a"], c["b"])
+        valid = [_fmt_mean_sd([] if None in (r.get(k) or [None]) else r[k]) for k in ("valid_a", "valid_b")]
         lines.append(f"| {r['dataset']} | {r['setting']} | {r.get('left_out', 'nothing')} | "
-                     f"{','.join(map(str, r['seeds']))} | "
+                     f"{','.join(map(str, r['seeds']))} | {valid[0]} | {valid[1]} | "
                      f"{_fmt_mean_sd(r['f1_a'])} | {_fmt_mean_sd(r['f1_b'])} | "
                      f"{', '.join(f'{x:+.2f}' for x in r['per_seed'])} | {r['mean']:+.2f} | "
                      f"{_ci(r['seed_ci95'])} | {_ci(r['tweet_ci95'])} | {verdict} |")
     if not c["rows"]:
-        lines.append("| — | no setting finished in both yet | | | | | | | | | |")
+        lines.append("| — | no setting finished in both yet | | | | | | | | | | | |")
     return "\n".join(lines) + "\n"
 
 
