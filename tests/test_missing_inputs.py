@@ -215,7 +215,8 @@ def test_two_experiments_are_compared_under_each_missing_inputs_condition(tmp_pa
 
 def test_a_comparison_of_two_recipes_shows_the_valid_f1_a_choice_reads(tmp_path):
     """The valid F1 of the selected epochs stands beside test, per condition where the runs were scored
-    on valid with it; a condition not scored on valid reads "—", never a test figure."""
+    on valid with it; a condition not scored on valid reads "—", never a test figure. The recipe, the
+    parameters files and the knowledge each setting reads are stated above the table."""
     from tvolib.runs.tables import compare_experiments, compare_markdown
     gold = [["B-PER", "O", "B-LOC"]] * 30
     miss = lambda n: [["B-PER", "O", "O"] if i < n else ["B-PER", "O", "B-LOC"] for i in range(30)]  # noqa: E731
@@ -224,7 +225,8 @@ def test_a_comparison_of_two_recipes_shows_the_valid_f1_a_choice_reads(tmp_path)
         folder = tmp_path / name / "toy"
         folder.mkdir(parents=True)
         man = {"dataset": "toy", "settings": ["tvomner+pgim"], "reference": "tvomner+pgim",
-               "recipe": {"epochs": epochs}, "model": {}, "data": {}, "identical": {}, "summaries": {}}
+               "recipe": {"epochs": epochs}, "model": {}, "data": {}, "identical": {}, "params_file": f"{name}.yaml",
+               "facts_text": "typed per-tweet knowledge: yes", "summaries": {"tvomner+pgim": "per-tweet PGIM texts"}}
         (folder / "manifest.json").write_text(json.dumps(man))
         for seed in (1, 2):
             _run(folder, "tvomner+pgim", seed, gold, {"all": miss(seed), "no_knowledge": miss(5)}, man)
@@ -235,7 +237,10 @@ def test_a_comparison_of_two_recipes_shows_the_valid_f1_a_choice_reads(tmp_path)
     assert rows["nothing"]["valid_a"] == [71.25, 72.75] and rows["nothing"]["valid_b"] == [74.5, 73.5]
     assert rows["knowledge"]["valid_a"] == [None, None]
     md = compare_markdown(c).splitlines()
-    assert "| valid F1 `a` | valid F1 `b` | F1 `a` | F1 `b` |" in md[4]
-    assert md[6].startswith("| toy | tvomner+pgim | nothing | 1,2 | 72.00 ± 1.06 | 74.00 ± 0.71 | ")
-    assert md[7].startswith("| toy | tvomner+pgim | knowledge | 1,2 | — | — | ")
-    assert all(line.count("|") == md[4].count("|") for line in md[4:])
+    assert "- `toy`, `a`'s Recipe: `{\"epochs\": 4}` (a.yaml; `b`: b.yaml). Dataset: typed per-tweet knowledge: yes." in md
+    assert "Settings (the knowledge each reads): `tvomner+pgim`: per-tweet PGIM texts" in md
+    h = next(i for i, line in enumerate(md) if line.startswith("| dataset"))
+    assert "| valid F1 `a` | valid F1 `b` | F1 `a` | F1 `b` |" in md[h]
+    assert md[h + 2].startswith("| toy | tvomner+pgim | nothing | 1,2 | 72.00 ± 1.06 | 74.00 ± 0.71 | ")
+    assert md[h + 3].startswith("| toy | tvomner+pgim | knowledge | 1,2 | — | — | ")
+    assert all(line.count("|") == md[h].count("|") for line in md[h:])

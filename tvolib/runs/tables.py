@@ -8,6 +8,7 @@ the same runs in fp32 and bf16); :func:`plot_delta_f1` draws the ΔF1 column.
 """
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 from pathlib import Path
@@ -103,8 +104,7 @@ def compare_experiments(a: Path, b: Path) -> dict:
     paired tweet bootstrap, and what differs between the two recipes (e.g. the precision). A setting
     whose runs of both were also scored with side inputs left out gets a row per condition. Each row
     carries the valid F1 of the selected epochs too: a choice between the recipes reads those."""
-    rows = []
-    diff = {}
+    rows, diff, described, summaries = [], {}, {}, {}
     for fa in sorted(p for p in a.glob("*") if (p / "manifest.json").exists()):
         fb = b / fa.name
         if not (fb / "manifest.json").exists():
@@ -118,6 +118,9 @@ def compare_experiments(a: Path, b: Path) -> dict:
                 if man_a["recipe"].get(k) != man_b["recipe"].get(k)}
         if man_a["model"] != man_b["model"]:
             diff["model"] = (man_a["model"], man_b["model"])
+        described[fa.name] = {"recipe": man_a["recipe"], "model": man_a["model"], "facts": man_a.get("facts_text"),
+                              "params_file": f"{man_a.get('params_file')}; `{b.name}`: {man_b.get('params_file')}"}
+        summaries.update(man_a.get("summaries", {}))
         for setting in [s for s in man_a["settings"] if s in runs_a and s in runs_b]:
             seeds = sorted(set(runs_a[setting]) & set(runs_b[setting]))
             if not seeds:
@@ -134,7 +137,8 @@ def compare_experiments(a: Path, b: Path) -> dict:
                 va, vb = ([_valid_f1(r[setting][sd]["metrics"], cond, False) for sd in seeds] for r in (runs_a, runs_b))
                 rows.append({"dataset": fa.name, "setting": setting, "left_out": what, "seeds": seeds, "f1_a": fa_,
                              "f1_b": fb_, "valid_a": va, "valid_b": vb, **delta_record(boot, over)})
-    return {"a": a.name, "b": b.name, "differs": diff, "rows": rows}
+    return {"a": a.name, "b": b.name, "differs": diff, "rows": rows, "datasets": described,
+            "settings": {s: summaries[s] for s in dict.fromkeys(r["setting"] for r in rows) if summaries.get(s)}}
 
 
 def compare_markdown(c: dict) -> str:
@@ -145,6 +149,9 @@ def compare_markdown(c: dict) -> str:
              "choice between the two recipes reads these columns, never test. ΔF1 = "
              f"`{c['b']}` − `{c['a']}` on test, paired by seed; 95 % intervals over seeds (t) and over test "
              "tweets (paired bootstrap).", "",
+             *[f"- `{ds}`, `{c['a']}`'s {_recipe_line(d)}" for ds, d in c.get("datasets", {}).items()], "",
+             "Settings (the knowledge each reads): "
+             + "; ".join(f"`{s}`: {w}" for s, w in c.get("settings", {}).items()), "",
              f"| dataset | setting | left out | seeds | valid F1 `{c['a']}` | valid F1 `{c['b']}` | F1 `{c['a']}` "
              f"| F1 `{c['b']}` | ΔF1 per seed | mean ΔF1 | over seeds | over tweets | differ? |",
              "|---|---|---|---|---:|---:|---:|---:|---|---:|---|---|---|"]
@@ -168,13 +175,7 @@ def dataset_table(folder: Path) -> dict:
     """Table 2 of one dataset from its committed artifacts (``folder`` = ``<experiment>/<dataset>``)."""
     man, runs = finished_runs(folder)
     ref = man["reference"]
-    preds: dict[Path, tuple] = {}
-
-    def pred(d: Path):
-        if d not in preds:
-            preds[d] = read_predictions(d / "test_predictions.conll.gz")
-        return preds[d]
-
+    pred = functools.cache(lambda d: read_predictions(d / "test_predictions.conll.gz"))
     rows = []
     for s in man["settings"]:
         row = {"setting": s, "what": man["summaries"].get(s, ""), "identical_to": None, "seeds": []}
@@ -291,11 +292,8 @@ def missing_rows(man: dict, runs: dict[str, dict[int, dict]], where: str, refere
             continue
         row = {"setting": s, "what": man["summaries"].get(s, ""), "seeds": sorted(got), "cells": {}}
         for cond, fname, _ in CONDITIONS:
-            def f1(r, c=cond):
-                if c == "all" or s == reference:
-                    return r["metrics"]["test"]["F1"]
-                m = (r["metrics"].get("missing_inputs") or {}).get(c)
-                return None if m is None else m["F1"]
+            def f1(r, c=("all" if s == reference else cond)):     # text-only reads no side input
+                return _condition_f1(r["metrics"], c)
             seeds = [sd for sd in row["seeds"] if f1(got[sd]) is not None]
             if not seeds:
                 continue
