@@ -64,7 +64,7 @@ atomic_write_json(out / "calls.json", calls)
 hist = json.loads((out / "history.json").read_text()) if (out / "history.json").exists() else []
 for ep in range(done + 1, t.epochs + 1):
     time.sleep(epoch_seconds if setting == "tvomner+pgim" else 0)
-    hist.append({"epoch": ep, "valid_f1": 50.0 + ep})
+    hist.append({"epoch": ep, "valid_f1": 50.0 + ep, "train_seconds": 1.5})
     atomic_write_json(out / "history.json", hist)
     atomic_write_json(out / "last.json", {"epoch": ep})
     while (out / "hold").exists():            # a test keeps the run in progress until it removes the file
@@ -322,7 +322,18 @@ def test_kill_the_batch_then_resume(tmp_path):
     calls = json.loads((run2 / "calls.json").read_text())
     assert calls[0] == 0 and calls[-1] >= 1            # started at 0, resumed after its last epoch
     assert json.loads((run2 / "last.json").read_text())["epoch"] == 3
-    assert (tmp_path / "reports" / "t" / "sample" / "tvomner+pgim-s1" / "metrics.json").exists()
+    art = tmp_path / "reports" / "t" / "sample"
+    assert (art / "tvomner+pgim-s1" / "metrics.json").exists()
+    # the provenance tells the two executions apart: the killed one, then the resumed one
+    prov = json.loads((art / "tvomner+pgim-s1" / "provenance.json").read_text())
+    first, second = prov["executions"]
+    assert first["status"] == "interrupted" and first["after_epoch"] == 0 and "wall_seconds" not in first
+    assert second["status"] == "ok" and second["after_epoch"] == calls[-1] >= 1
+    assert second["wall_seconds"] == prov["wall_seconds"] and first["started"] <= second["started"] <= prov["started"]
+    assert first["commit"] == second["commit"] == prov["git"]["commit"] and second["machine"] == prov["machine"]
+    assert prov["train_seconds"] == 4.5                  # all three epochs, both executions
+    assert [e["status"] for e in json.loads((art / "text-only-s1" / "provenance.json").read_text())["executions"]] \
+        == ["ok"]
 
 
 @pytest.mark.slow

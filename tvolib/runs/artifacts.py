@@ -1,6 +1,7 @@
 """What a finished run leaves in ``reports/experiments/<name>/<dataset>/<setting>-s<seed>/``
 (committed): ``metrics.json``, the test predictions (CoNLL, gzip) and ``provenance.json``
-(identity, configs, data checksums, git commit, package versions, wall time), written last.
+(identity, configs, data checksums, git commit, package versions, wall time, every execution of a
+run resumed after a stop), written last.
 """
 from __future__ import annotations
 
@@ -11,6 +12,23 @@ from pathlib import Path
 from ..cache import atomic_write_bytes, atomic_write_json
 from .notebook import REPO, data_checksums
 from .plan import ARTIFACTS, Run
+
+EXECUTIONS = "executions.jsonl"      # appended by the run's child process, a start and an end line each
+
+
+def executions(run_dir: Path) -> list[dict]:
+    """The run's executions, oldest first: when each started, after which finished epoch (0: from
+    the start), on which commit and processor, and how it ended (``"interrupted"``: killed, no end
+    line)."""
+    out = []
+    path = Path(run_dir) / EXECUTIONS
+    for line in path.read_text(encoding="utf-8").splitlines() if path.exists() else []:
+        rec = json.loads(line)
+        if rec.pop("event") == "start":
+            out.append({**rec, "status": "interrupted"})
+        elif out:
+            out[-1].update(rec)
+    return out
 
 
 def data_files(run_dir: Path) -> dict:
@@ -40,10 +58,15 @@ def collect(run: Run, record: dict) -> None:
     for f in sorted(run.run_dir.glob("test_predictions.*.txt")):     # with side inputs left out
         atomic_write_bytes(run.artifacts / f"{f.stem}.conll.gz", gzip.compress(f.read_bytes(), mtime=0))
     config = json.loads((run.run_dir / "config.json").read_text())
+    history = run.run_dir / "history.json"
+    epochs = json.loads(history.read_text()) if history.exists() else []
+    # `started`, `wall_seconds`, `git` and `machine` are the last execution's; `executions` lists them all
     prov = {"identity": run.identity, "run_dir": str(run.run_dir), "configs": config,
             "data_files": data_files(run.run_dir),
             **{k: record.get(k) for k in ("notebook", "started", "wall_seconds", "parameters", "git", "packages",
-                                          "platform", "machine", "command")}}
+                                          "platform", "machine", "command")},
+            "train_seconds": round(sum(e.get("train_seconds") or 0 for e in epochs), 1),
+            "executions": executions(run.run_dir)}
     atomic_write_json(run.artifacts / "provenance.json", prov)
 
 

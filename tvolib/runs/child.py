@@ -1,5 +1,7 @@
 """The child process of one run, ``python -m tvolib.runs.child <run_dir>/launch.json``: take the run's
-lock, execute the run notebook, copy the artifacts. The local pool, a submitted job and ``--rerun``
+lock, execute the run notebook, copy the artifacts. Each execution appends its start (commit, processor,
+the epoch it resumes after) and its end to ``executions.jsonl``, so that a run stopped and resumed,
+perhaps on another machine or commit, says so in its provenance. The local pool, a submitted job and ``--rerun``
 all start this same command. It imports only what one run needs (not the tables, the comparisons or
 the command line), since every run pays for its imports once more.
 """
@@ -8,13 +10,15 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
 from .artifacts import collect
 from .identity import classify
-from .notebook import REPO, NotebookFailed, run_notebook
+from .artifacts import EXECUTIONS
+from .notebook import REPO, NotebookFailed, git_commit, machine, run_notebook
 from .plan import Run
 from .progress import training_progress
 
@@ -44,6 +48,13 @@ def held_elsewhere(run_dir: Path) -> bool:
     return False
 
 
+def log_execution(run_dir: Path, record: dict) -> None:
+    """Append one line to the run's ``executions.jsonl`` (a line at a time: a killed run keeps the
+    lines before)."""
+    with open(Path(run_dir) / EXECUTIONS, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
 def run_one(launch: Path) -> int:
     """Run the run that ``launch`` describes. Exit status ``HELD`` (touching nothing) when another
     process holds the lock, ``FINISHED`` when the run was finished meanwhile (a job queued by two
@@ -62,13 +73,20 @@ def run_one(launch: Path) -> int:
         if run.state == "skip":
             log.info("%s was finished by another process meanwhile; not run again", run.run_dir)
             return FINISHED
+        history = run.run_dir / "history.json"
+        log_execution(run.run_dir, {
+            "event": "start", "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "after_epoch": len(json.loads(history.read_text())) if history.exists() else 0,
+            "commit": git_commit().get("commit"), "machine": machine()})
         try:
             rec = run_notebook(Path(spec["notebook"]), run.run_dir, run.params, REPO, html=False,
                                every=spec.get("every") or None,
                                detail=lambda: training_progress(run.run_dir, run.params["recipe"].get("epochs")))
         except NotebookFailed as e:
+            log_execution(run.run_dir, {"event": "end", "status": "failed", "error": str(e)})
             log.error("FAILED %s", e)
             return 1
+        log_execution(run.run_dir, {"event": "end", "status": "ok", "wall_seconds": rec["wall_seconds"]})
         collect(run, rec)
         return 0
     finally:
