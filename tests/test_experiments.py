@@ -331,6 +331,7 @@ def test_kill_the_batch_then_resume(tmp_path):
     assert second["status"] == "ok" and second["after_epoch"] == calls[-1] >= 1
     assert second["wall_seconds"] == prov["wall_seconds"] and first["started"] <= second["started"] <= prov["started"]
     assert first["commit"] == second["commit"] == prov["git"]["commit"] and second["machine"] == prov["machine"]
+    assert second["dirty"] == prov["git"]["dirty"]
     assert prov["train_seconds"] == 4.5                  # all three epochs, both executions
     assert [e["status"] for e in json.loads((art / "text-only-s1" / "provenance.json").read_text())["executions"]] \
         == ["ok"]

@@ -1,9 +1,9 @@
 """The child process of one run, ``python -m tvolib.runs.child <run_dir>/launch.json``: take the run's
-lock, execute the run notebook, copy the artifacts. Each execution appends its start (commit, processor,
-the epoch it resumes after) and its end to ``executions.jsonl``, so that a run stopped and resumed,
-perhaps on another machine or commit, says so in its provenance. The local pool, a submitted job and ``--rerun``
-all start this same command. It imports only what one run needs (not the tables, the comparisons or
-the command line), since every run pays for its imports once more.
+lock, execute the run notebook, copy the artifacts. Each execution appends its start (commit,
+processor, the epoch it resumes after) and its end to ``executions.jsonl``, so that a run stopped and
+resumed, perhaps on another machine or commit, says so in its provenance. The local pool, a submitted
+job and ``--rerun`` all start this same command. It imports only what one run needs (not the tables,
+the comparisons or the command line), since every run pays for its imports once more.
 """
 from __future__ import annotations
 
@@ -15,9 +15,8 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from .artifacts import collect
+from .artifacts import EXECUTIONS, collect
 from .identity import classify
-from .artifacts import EXECUTIONS
 from .notebook import REPO, NotebookFailed, git_commit, machine, run_notebook
 from .plan import Run
 from .progress import training_progress
@@ -73,11 +72,11 @@ def run_one(launch: Path) -> int:
         if run.state == "skip":
             log.info("%s was finished by another process meanwhile; not run again", run.run_dir)
             return FINISHED
-        history = run.run_dir / "history.json"
+        history, git = run.run_dir / "history.json", git_commit()
         log_execution(run.run_dir, {
             "event": "start", "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "after_epoch": len(json.loads(history.read_text())) if history.exists() else 0,
-            "commit": git_commit().get("commit"), "machine": machine()})
+            "commit": git.get("commit"), "dirty": git.get("dirty"), "machine": machine()})
         try:
             rec = run_notebook(Path(spec["notebook"]), run.run_dir, run.params, REPO, html=False,
                                every=spec.get("every") or None,
