@@ -276,9 +276,12 @@ factory = lambda: T.CandidateTagger.from_config(BertConfig(vocab_size=30522, hid
     num_attention_heads=2, intermediate_size=64, max_position_embeddings=128))
 real = T.train_tagger
 def counted(*a, **kw):
+    start = time.time()
+    time.sleep(2)                         # a slow tagger: the other process must not wait for it
+    model = real(*a, **kw)
     with open(tmp / "trained.txt", "a") as f:
-        f.write(me + "\\n")
-    return real(*a, **kw)
+        f.write(json.dumps([me, len(a[0]), start, time.time()]) + "\\n")
+    return model
 C.train_tagger = T.train_tagger = counted
 ds = load_dataset(SAMPLE_DIR / "data", None, "sample", max_samples=6)
 (tmp / f"ready-{me}").touch()
@@ -292,7 +295,8 @@ c = C.make_candidates(ds, tmp / "cache" / "candidates.jsonl", T.TaggerConfig(epo
 
 def test_two_processes_sharing_a_cache_build_everything_once(tmp_path):
     """Two batches starting together on one cache: the taggers are trained once, every record is
-    written once, and both get the same candidates."""
+    written once, both get the same candidates, and the two fold taggers are trained side by side
+    (one by each process), not one after the other."""
     procs = [subprocess.Popen([sys.executable, "-c", TWO_PROCESSES, str(tmp_path), name],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for name in ("p1", "p2")]
     deadline = time.time() + 300
@@ -304,8 +308,11 @@ def test_two_processes_sharing_a_cache_build_everything_once(tmp_path):
     for p in procs:
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err.decode()[-3000:]
-    trained = (tmp_path / "trained.txt").read_text().split()
+    trained = [json.loads(l) for l in (tmp_path / "trained.txt").read_text().splitlines()]
     assert len(trained) == 3                                     # 2 folds + the full tagger, once in all
+    folds = [t for t in trained if t[1] < 6]                     # fold taggers train on part of train
+    assert len(folds) == 2 and {t[0] for t in folds} == {"p1", "p2"}
+    assert max(t[2] for t in folds) < min(t[3] for t in folds)   # they overlap in time
     recs = [json.loads(l) for l in (tmp_path / "cache" / "candidates.jsonl").read_text().splitlines()]
     assert len(recs) == 18 and max(Counter(r["key"] for r in recs).values()) == 1
     assert (tmp_path / "out-p1.json").read_text() == (tmp_path / "out-p2.json").read_text()

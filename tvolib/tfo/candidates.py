@@ -27,9 +27,10 @@ makes a re-run do no work. A tagger's training keeps its state until it ends
 (``tvolib.tfo.tagger.training_checkpoint``): a stopped run resumes it.
 
 The full tagger is kept in its folder (``tvolib.tfo.tagger.tagger_dir``, ``build_tagger``). Several
-processes sharing a cache folder build each thing once and do not wait on each other's work: the
+processes sharing a cache folder build each thing once and work side by side: a process finding a
+group's tagger being made by another goes on to the next group, and comes back for the records. The
 file is read and appended to under ``candidates.jsonl.lock`` (held for moments), a group's records
-are made under ``candidates.jsonl.<config>-<train>.lock`` (one lock per tagger recipe: a run training
+are made under ``candidates.jsonl.<config>-<train>.lock`` (one lock per tagger, its recipe and training tweets: a run training
 an MPNet-base tagger for hours does not hold up a MiniLM run whose candidates are cached), and the full
 tagger's training holds ``tagger-....lock`` (``filelock``); a process that waits finds the records or
 the saved tagger and uses them.
@@ -40,7 +41,7 @@ import logging
 from pathlib import Path
 from typing import Callable
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from ..cache import JsonlCache, stable_hash
 from ..data import Tweet, entity_spans
@@ -89,8 +90,9 @@ def make_candidates(ds, cache_path: str | Path, cfg: TaggerConfig | None = None,
         with FileLock(lock_path(cache_path)):       # held while the file is read or appended to
             return JsonlCache(cache_path, key=("key", "id"))
 
-    cache = read()
-    for g in sorted(groups, key=lambda g: (g == "all", str(g))):
+    def settle(g, cache: JsonlCache, wait: bool) -> tuple[JsonlCache, bool]:
+        """Put group ``g``'s records in ``out``, making the missing ones; ``wait=False``: leave a
+        group another process is making (False back) so that this one takes the next group."""
         fit_on = train if g == "all" else [t for t in train if fold_of(t.id, k, cfg.seed) != g]
         th = train_hash(fit_on)
         path = tagger_dir(cache_path.parent, cfg, fit_on) if g == "all" else None
@@ -117,13 +119,32 @@ def make_candidates(ds, cache_path: str | Path, cfg: TaggerConfig | None = None,
         if any(r is None for r in found.values()):
             # one process makes a group's records (a tagger's training can take hours); a run with
             # another tagger reads and appends to the same file meanwhile
-            with FileLock(cache_path.with_name(f"{cache_path.name}.{chash}-{th}.lock")):
+            lock = FileLock(cache_path.with_name(f"{cache_path.name}.{chash}-{th}.lock"))
+            try:
+                lock.acquire(timeout=-1 if wait else 0)
+            except Timeout:
+                return cache, False
+            try:
                 cache = read()                          # made by another process while this one waited?
                 found, saved = look_up(cache)
                 if any(r is None for r in found.values()):
                     found.update(_tag_group(g, groups[g], fit_on, found, cfg, cache, cache_path, path, saved,
                                             model_factory, chash, th, k, members))
+            finally:
+                lock.release()
         out.update(found)
+        return cache, True
+
+    # a group another process is making is left for later, so that two runs sharing the cache build
+    # different taggers side by side; then each group left is waited for (its records, read back)
+    cache = read()
+    left = []
+    for g in sorted(groups, key=lambda g: (g == "all", str(g))):
+        cache, done = settle(g, cache, wait=False)
+        if not done:
+            left.append(g)
+    for g in left:
+        cache, _ = settle(g, read(), wait=True)
     return {t.id: out[t.id] for t in ds.all()}
 
 
