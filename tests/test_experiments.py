@@ -223,6 +223,26 @@ def test_the_live_line_gives_valid_f1_and_the_pace_of_a_run(tmp_path):
     assert runs_execute._progress(r).endswith("39 min an epoch); scoring: 1 pass done, the last test")
 
 
+def test_a_run_started_again_does_not_show_the_stopped_attempts_progress(tmp_path):
+    r = plan(write_params(tmp_path / "p.yaml", ["text-only"], seeds=(1,), epochs=4), str(tmp_path / "runs"),
+             tmp_path / "reports").runs[0]
+    r.run_dir.mkdir(parents=True)
+    (r.run_dir / "prepared.json").write_text("{}")        # stopped in epoch 1, step 168
+    (r.run_dir / "progress.json").write_text(json.dumps({"epoch": 1, "step": 168, "steps": 211, "seconds": 3000.0}))
+    assert runs_execute._progress(r) == "epoch 1: step 168/211, about 13 min left"
+
+    class Refuses:                                         # start, without a child process
+        def update_parameters(self, **kw):
+            pass
+
+        def submit(self, *a, **kw):
+            raise RuntimeError("no cluster here")
+    runs_execute.start(r, tmp_path / "nb.ipynb", 60, executor=Refuses())
+    assert r.state == "failed" and runs_execute._progress(r) == "preparing inputs"
+    (r.run_dir / "prepared.json").write_text("{}")        # the new attempt's inputs are ready
+    assert runs_execute._progress(r) == "training epoch 1"
+
+
 def test_unknown_setting_and_missing_file(tmp_path):
     r = cli(tmp_path, write_params(tmp_path / "p.yaml", ["tvomner+pgim.wo-VAEE"]))
     assert r.returncode != 0 and "unknown setting 'tvomner+pgim.wo-VAEE'" in r.stderr

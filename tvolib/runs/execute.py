@@ -66,7 +66,8 @@ def start(r: Run, notebook: Path, every: float, executor=None) -> None:
     if held_elsewhere(r.run_dir):
         r.state, r.error = "held", f"running in another process (lock {lock_path(r.run_dir)} is held), not run here"
         return
-    (r.run_dir / "prepared.json").unlink(missing_ok=True)
+    for stale in ("prepared.json", "progress.json"):      # a stopped attempt's: the live line reads them
+        (r.run_dir / stale).unlink(missing_ok=True)
     atomic_write_json(r.run_dir / "run_identity.json", r.identity)
     launch = r.run_dir / "launch.json"
     atomic_write_json(launch, {"dataset": r.dataset, "setting": r.setting, "seed": r.seed, "run_dir": str(r.run_dir),
