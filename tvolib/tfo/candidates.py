@@ -30,10 +30,10 @@ The full tagger is kept in its folder (``tvolib.tfo.tagger.tagger_dir``, ``build
 processes sharing a cache folder build each thing once and work side by side: a process finding a
 group's tagger being made by another goes on to the next group, and comes back for the records. The
 file is read and appended to under ``candidates.jsonl.lock`` (held for moments), a group's records
-are made under ``candidates.jsonl.<config>-<train>.lock`` (one lock per tagger, its recipe and training tweets: a run training
-an MPNet-base tagger for hours does not hold up a MiniLM run whose candidates are cached), and the full
-tagger's training holds ``tagger-....lock`` (``filelock``); a process that waits finds the records or
-the saved tagger and uses them.
+are made under ``candidates.jsonl.<config>-<train>.lock`` (one lock per tagger, its recipe and training
+tweets: a run training an MPNet-base tagger for hours does not hold up a MiniLM run whose candidates are
+cached), and the full tagger's training holds ``tagger-....lock`` (``filelock``); a process that waits
+finds the records or the saved tagger and uses them.
 """
 from __future__ import annotations
 
